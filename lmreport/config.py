@@ -1,0 +1,220 @@
+"""One dataclass per run, and the profiles that fill it.
+
+``RunConfig`` holds every setting of a training run. The CLI flags and the papermill
+parameters of notebook 03 map one-to-one onto its fields, and every run directory keeps
+it as ``config.json`` beside its metrics, so each number traces back to its settings.
+Model hyper-parameters keep the AWD-LSTM names; landscape-modification terms follow the
+thesis (``f``, ``eps_lm``, ``c_mode``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from .optim import C_RESETS, NOISE_FUNCTIONS, parse_c_mode
+from .regularize import WDROP_MODES
+
+OPTIMIZERS = ("adabelief", "adabelief-lm", "adam", "adam-lm", "sgd", "sgd-lm")
+
+# Published learning rate and eps per optimizer and depth. AdaBelief: the study's
+# Appendix B (= the AdaBelief authors' LSTM settings). Adam and SGD: the AdaBelief
+# authors' LSTM experiment settings (their run names), for baselines.
+PAPER_LR_EPS = {
+    "adabelief": {1: (1e-3, 1e-16), 2: (1e-2, 1e-12), 3: (1e-2, 1e-12)},
+    "adam": {1: (1e-3, 1e-12), 2: (1e-2, 1e-8), 3: (1e-2, 1e-8)},
+    "sgd": {1: (30.0, 0.0), 2: (30.0, 0.0), 3: (30.0, 0.0)},
+}
+
+# Fields that say where or how a run executes, not what it computes: they may differ
+# when a run is resumed elsewhere (e.g. a Colab run continued on another machine).
+RUNTIME_FIELDS = ("device", "threads", "run_dir", "data_dir", "progress")
+
+
+@dataclass
+class RunConfig:
+    # --- what is trained
+    profile: str = "paper"          # preset the defaults came from (see PROFILES)
+    layers: int = 3                 # nlayers: LSTM layers (1, 2 or 3 in the study)
+    optimizer: str = "adabelief"    # one of OPTIMIZERS; "-lm" adds landscape modification
+    f: str | None = None            # LM noise function: x2, x, sqrt, cbrt (LM optimizers only)
+    seed: int = 141                 # python, numpy and torch seed (study: 141, 6, 42)
+    # --- model (AWD-LSTM names)
+    emsize: int = 400               # embedding size = last layer's output (tied weights)
+    nhid: int = 1150                # hidden units of the inner layers
+    dropout: float = 0.4            # locked dropout on the last layer's output
+    dropouth: float = 0.25          # locked dropout between layers
+    dropouti: float = 0.4           # locked dropout on the embedded input
+    dropoute: float = 0.1           # embedding (whole-word) dropout
+    wdrop: float = 0.5              # DropConnect on each hidden-to-hidden matrix
+    wdrop_mode: str = "frozen"      # frozen: published (W_hh never trains); trained: corrected
+    alpha: float = 2.0              # AR weight (last layer's dropped output)
+    beta: float = 1.0               # TAR weight (last layer's raw output)
+    # --- optimisation
+    lr: float | None = None         # None: the published value for this optimizer and depth
+    eps: float | None = None        # None: likewise
+    betas: tuple[float, float] = (0.9, 0.999)
+    wdecay: float = 1.2e-6          # L2 weight decay, added to the gradient
+    clip: float = 0.25              # max global gradient norm (0: no clipping)
+    epochs: int = 200
+    when: list[int] = field(default_factory=lambda: [100, 145])  # lr / 10 before these epochs
+    batch_size: int = 20
+    eval_batch_size: int = 10       # real validation split
+    test_batch_size: int = 1        # test split, the published "valid" perplexity
+    bptt: int = 70                  # mean BPTT length; also the evaluation window
+    # --- landscape modification
+    eps_lm: float = 1.0             # epsilon of 1/(f((U-c)_+) + eps_lm)
+    c_mode: str = "running_min"     # running_min | zero | constant:<value>
+    c_reset: str = "epoch"          # running minimum restarts every epoch, or never
+    # --- data
+    data_dir: str | None = None     # None: $LMREPORT_DATA_DIR, else data/ptb in the repo
+    max_train_tokens: int | None = None  # train on the first N tokens only (None: all)
+    max_eval_tokens: int | None = None   # evaluate on the first N valid/test tokens only
+    # --- quirks of the published loop, kept so a seeded run replays it
+    epoch_permutation: bool = True  # draw (and ignore) np.random.permutation(rows-2) per epoch
+    # --- runtime
+    device: str = "auto"            # auto: cuda, else mps, else cpu
+    tf32: bool = False              # TF32 matmuls/RNNs on Ampere+ GPUs (published: off)
+    threads: int | None = None      # torch CPU threads (None: torch's default)
+    run_dir: str | None = None      # None: results/<profile>/runs/<run name>
+    progress: bool = True           # tqdm bars
+    save_best: bool = True          # keep the weights of the best-valid and best-test epochs
+
+    @property
+    def uses_lm(self) -> bool:
+        return self.optimizer.endswith("-lm")
+
+    @property
+    def base_optimizer(self) -> str:
+        return self.optimizer.removesuffix("-lm")
+
+    @property
+    def name(self) -> str:
+        """Run name that spells out what is not at the profile's default."""
+        parts = [f"{self.layers}layer", self.optimizer]
+        if self.uses_lm:
+            parts.append(self.f)
+            if self.c_mode != "running_min":
+                parts.append("c" + self.c_mode.replace(":", ""))
+            if self.c_reset != "epoch":
+                parts.append("cglobal")
+        if self.wdrop_mode != "frozen":
+            parts.append(f"whh-{self.wdrop_mode}")
+        return "-".join(parts) + f"-seed{self.seed}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def science(self) -> dict:
+        """The fields that decide the numbers (everything but RUNTIME_FIELDS)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+    def validate(self) -> "RunConfig":
+        """Raise ValueError naming the first bad value and what is allowed."""
+        def bad(name, value, allowed):
+            raise ValueError(f"{name}={value!r} is invalid: {allowed}")
+
+        if self.profile not in PROFILES:
+            bad("profile", self.profile, f"one of {', '.join(PROFILES)}")
+        if not isinstance(self.layers, int) or self.layers < 1:
+            bad("layers", self.layers, "an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+        if self.uses_lm and self.f not in NOISE_FUNCTIONS:
+            bad("f", self.f, f"{self.optimizer} needs one of {', '.join(NOISE_FUNCTIONS)}")
+        if not self.uses_lm and self.f is not None:
+            bad("f", self.f, f"f applies to the -lm optimizers only, not {self.optimizer}")
+        parse_c_mode(self.c_mode)
+        if self.c_reset not in C_RESETS:
+            bad("c_reset", self.c_reset, f"one of {', '.join(C_RESETS)}")
+        if self.wdrop_mode not in WDROP_MODES:
+            bad("wdrop_mode", self.wdrop_mode, f"one of {', '.join(WDROP_MODES)}")
+        for name in ("dropout", "dropouth", "dropouti", "dropoute", "wdrop"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, getattr(self, name), "a probability in [0, 1)")
+        for name in ("emsize", "nhid", "epochs", "batch_size", "eval_batch_size",
+                     "test_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, getattr(self, name), "an integer >= 1")
+        if not isinstance(self.bptt, int) or self.bptt < 2:
+            bad("bptt", self.bptt, "an integer >= 2")
+        if self.lr is not None and not self.lr > 0:
+            bad("lr", self.lr, "a number > 0")
+        if self.eps is not None and not self.eps >= 0:
+            bad("eps", self.eps, "a number >= 0")
+        if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
+            bad("betas", self.betas, "two numbers in [0, 1)")
+        for name in ("wdecay", "clip", "alpha", "beta"):
+            if not getattr(self, name) >= 0:
+                bad(name, getattr(self, name), "a number >= 0")
+        if not self.eps_lm > 0:
+            bad("eps_lm", self.eps_lm, "a number > 0")
+        if any(not isinstance(e, int) or e < 1 for e in self.when):
+            bad("when", self.when, "epoch numbers >= 1")
+        for name in ("max_train_tokens", "max_eval_tokens", "threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                bad(name, value, "an integer >= 1, or None")
+        if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
+            bad("device", self.device, "auto, cpu, cuda, cuda:<n> or mps")
+        return self
+
+    def resolved(self) -> "RunConfig":
+        """Fill lr/eps from the profile and the published tables; validate."""
+        self.validate()
+        profile = PROFILES[self.profile]
+        lr, eps = PAPER_LR_EPS[self.base_optimizer][min(self.layers, 3)]
+        lr = profile.lr.get(self.base_optimizer, lr)
+        return replace(self, lr=self.lr if self.lr is not None else lr,
+                       eps=self.eps if self.eps is not None else eps).validate()
+
+
+@dataclass(frozen=True)
+class Profile:
+    description: str
+    overrides: dict          # RunConfig fields this profile changes from the paper values
+    lr: dict = field(default_factory=dict)   # base optimizer -> lr for every depth
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile(
+        "SPEC §5 exactly: full PTB, 400/1150 AWD-LSTM, 200 epochs, lr/10 at 100 and 145. "
+        "For a GPU (hours per run).", {}),
+    "smoke": Profile(
+        "Tiny model (16/32) on the first 20k training tokens and 4k eval tokens, 2 epochs, "
+        "lr/10 at epoch 2. Exercises every code path in seconds; numbers mean nothing.",
+        dict(emsize=16, nhid=32, epochs=2, when=[2], max_train_tokens=20_000,
+             max_eval_tokens=4_000),
+        lr={"adabelief": 1e-2, "adam": 1e-2}),
+}
+
+
+def make_config(profile: str = "paper", **overrides) -> RunConfig:
+    """A resolved config: the profile's values, then ``overrides`` (None = keep)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is invalid: one of {', '.join(PROFILES)}")
+    values = {**PROFILES[profile].overrides,
+              **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+    return RunConfig(profile=profile, **values).resolved()

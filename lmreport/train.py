@@ -1,0 +1,363 @@
+"""The training protocol of the study (SPEC §5) as pure functions, and a resumable run.
+
+``train_epoch`` and ``evaluate`` take everything they use as arguments; ``train(config)``
+wires them into a run directory::
+
+    <run_dir>/config.json    the RunConfig (resolved), written before training starts
+    <run_dir>/metrics.csv    one row per finished epoch
+    <run_dir>/status.json    running | finished | diverged | failed | interrupted
+    <run_dir>/checkpoint.pt  model, optimizer, LM state, every RNG, history (atomic, per epoch)
+    <run_dir>/best_valid.pt, best_test.pt   weights of the best epochs (save_best)
+
+Resuming restores the checkpoint of the last finished epoch, RNG states included, so an
+interrupted run continues to bit-identical numbers on the same machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
+from .model import AWDLSTM, repackage_hidden
+from .optim import AdaBelief, LandscapeModification
+from .regularize import activation_reg, temporal_activation_reg
+
+STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
+PROFILES_NEEDING_PTB = ("paper", "cpu")
+
+
+class Diverged(RuntimeError):
+    """The training objective became NaN or infinite."""
+
+
+# ---------------------------------------------------------------- device and numerics
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} is invalid: CUDA is not available here (use auto or cpu)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device='mps' is invalid: MPS is not available here (use auto or cpu)")
+    return torch.device(name)
+
+
+def configure_numerics(tf32: bool) -> None:
+    """TF32 off (IEEE fp32) unless asked: the published runs used a GPU without TF32.
+
+    PyTorch enables TF32 for cuDNN RNNs by default on Ampere and later GPUs, which would
+    silently change the numbers; this sets matmuls, convolutions and RNNs explicitly.
+    """
+    precision = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    torch.backends.cudnn.rnn.fp32_precision = precision
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- building blocks
+def build_optimizer(config: RunConfig, params) -> tuple[torch.optim.Optimizer, LandscapeModification | None]:
+    """The base optimizer and, for ``*-lm``, the landscape-modification component."""
+    params = list(params)
+    if config.base_optimizer == "adabelief":
+        opt = AdaBelief(params, lr=config.lr, betas=config.betas, eps=config.eps,
+                        weight_decay=config.wdecay)
+    elif config.base_optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps,
+                               weight_decay=config.wdecay)
+    else:
+        opt = torch.optim.SGD(params, lr=config.lr, weight_decay=config.wdecay)
+    lm = (LandscapeModification(config.f, config.eps_lm, config.c_mode, config.c_reset)
+          if config.uses_lm else None)
+    return opt, lm
+
+
+def build_model(config: RunConfig, vocab_size: int) -> AWDLSTM:
+    return AWDLSTM(vocab_size, config.layers, config.emsize, config.nhid, config.dropout,
+                   config.dropouth, config.dropouti, config.dropoute, config.wdrop,
+                   config.wdrop_mode)
+
+
+def split_data(corpus: Corpus, config: RunConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """Batchified train (B=20), valid (B=10) and test (B=1) streams, optionally truncated."""
+    train = corpus.train[: config.max_train_tokens]
+    valid = corpus.valid[: config.max_eval_tokens]
+    test = corpus.test[: config.max_eval_tokens]
+    return {"train": batchify(train, config.batch_size).to(device),
+            "valid": batchify(valid, config.eval_batch_size).to(device),
+            "test": batchify(test, config.test_batch_size).to(device)}
+
+
+def train_step(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeModification | None,
+               data: torch.Tensor, targets: torch.Tensor, hidden, config: RunConfig,
+               params: list[torch.Tensor]):
+    """One update: forward, U = CE + AR + TAR, backward, clip, LM scaling, optimizer step.
+
+    Returns (CE, U, new hidden) with CE and U as detached 0-dim tensors (no host sync).
+    The order is the published one: LM divides the clipped gradient, and the optimizer
+    adds L2 decay afterwards, so the decay is not scaled.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    output, hidden, raw_outputs, dropped_outputs = model(data, hidden, return_h=True)
+    raw_loss = F.cross_entropy(model.logits(output).view(-1, model.vocab_size), targets)
+    loss = raw_loss
+    if config.alpha:
+        loss = loss + activation_reg(dropped_outputs[-1], config.alpha)
+    if config.beta:
+        loss = loss + temporal_activation_reg(raw_outputs[-1], config.beta)
+    loss.backward()
+    if config.clip:
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
+    if lm is not None:
+        lm.apply_(params, loss)
+    optimizer.step()
+    return raw_loss.detach(), loss.detach(), hidden
+
+
+def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeModification | None,
+                train_data: torch.Tensor, config: RunConfig, params: list[torch.Tensor],
+                progress: bool = False, desc: str = "train") -> dict:
+    """One pass over the training stream with the published loop's semantics.
+
+    Per batch: draw seq_len (variable BPTT), scale the lr by seq_len/bptt, ``train_step``,
+    restore the lr. The hidden state starts at zero and is detached between batches.
+    Training perplexity is exp(sum(len*CE) / rows), with dropout on, as published.
+    """
+    rows = train_data.size(0)
+    model.train()
+    if lm is not None:
+        lm.start_epoch()
+    if config.epoch_permutation:
+        np.random.permutation(rows - 2)
+    hidden = model.init_hidden(config.batch_size)
+    total = torch.zeros((), device=train_data.device)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    i, batches, tokens, start = 0, 0, 0, time.perf_counter()
+    bar = tqdm(total=rows - 2, desc=desc, unit="row", leave=False, disable=not progress,
+               mininterval=1.0)
+    while i < rows - 2:
+        seq_len = sample_seq_len(config.bptt)
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr * seq_len / config.bptt
+        data, targets = get_batch(train_data, i, seq_len)  # (T, B), (T*B,)
+        raw_loss, loss, hidden = train_step(model, optimizer, lm, data, targets,
+                                            repackage_hidden(hidden), config, params)
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = lr
+        total += len(data) * raw_loss
+        i += seq_len
+        batches += 1
+        tokens += data.numel()
+        if batches % 50 == 0 or i >= rows - 2:
+            # One host sync every 50 batches: divergence check and progress display.
+            value = float(loss)
+            if not math.isfinite(value):
+                bar.close()
+                raise Diverged(f"objective {value} at batch {batches} (row {i})")
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        bar.update(min(seq_len, rows - 2 - bar.n))
+    bar.close()
+    seconds = time.perf_counter() - start
+    train_loss = float(total) / rows
+    if not math.isfinite(train_loss):
+        raise Diverged(f"training loss {train_loss}")
+    metrics = {"train_ppl": math.exp(train_loss), "train_seconds": seconds,
+               "tokens_per_s": tokens / seconds, "batches": batches}
+    if lm is not None:
+        metrics.update(lm.epoch_means())
+    return metrics
+
+
+@torch.inference_mode()
+def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int) -> float:
+    """Mean loss of a split, as published: windows of ``bptt`` rows, hidden state carried
+    from zeros, sum(window_len * CE) divided by the number of rows (not of targets)."""
+    model.eval()
+    rows, vocab = data.size(0), model.vocab_size
+    hidden = model.init_hidden(data.size(1))
+    total = torch.zeros((), device=data.device)
+    for i in range(0, rows - 1, bptt):
+        x, y = get_batch(data, i, bptt)
+        output, hidden = model(x, hidden)
+        total += len(x) * F.cross_entropy(model.logits(output).view(-1, vocab), y)
+    return float(total) / rows
+
+
+# ---------------------------------------------------------------- run directory
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    root = repo_root() or Path.cwd()
+    return root / "results" / config.profile / "runs" / config.name
+
+
+def read_status(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "status.json"
+    if not path.is_file():
+        return {"status": "missing"}
+    return json.loads(path.read_text())
+
+
+def _write_status(run_dir: Path, status: str, **extra) -> None:
+    record = {"status": status, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              **extra}
+    _atomic_write(run_dir / "status.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    _atomic_write(run_dir / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "metrics.csv")
+
+
+def _check_same_run(run_dir: Path, config: RunConfig) -> None:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    old = RunConfig.from_json(path).science()
+    new = config.science()
+    diff = sorted(k for k in new if old.get(k) != new[k])
+    if diff:
+        raise ValueError(f"run dir {run_dir} holds a different run (differs in {', '.join(diff)}); "
+                         f"choose another run_dir or delete it")
+
+
+def train(config: RunConfig) -> Path:
+    """Train (or resume, or skip if done) the run described by ``config``; return its folder."""
+    config = config.resolved()
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
+    status = read_status(run_dir)["status"]
+    _check_same_run(run_dir, config)
+    if status in ("finished", "diverged"):
+        return run_dir
+    corpus = load_corpus(config.data_dir, progress=config.progress)
+    if config.profile in PROFILES_NEEDING_PTB and not corpus.is_ptb:
+        raise DataError(f"profile {config.profile} needs the canonical PTB files, but {corpus.data_dir} "
+                        f"holds others (md5 {corpus.md5}); point LMREPORT_DATA_DIR at PTB")
+    device = select_device(config.device)
+    if device.type == "cuda":
+        configure_numerics(config.tf32)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    seed_everything(config.seed)
+    data = split_data(corpus, config, device)
+    model = build_model(config, len(corpus.dictionary)).to(device)
+    # As published: optimizer and clipping see the parameter list built before the first
+    # forward (in frozen mode the raw W_hh is in it but never gets a gradient).
+    params = list(model.parameters())
+    optimizer, lm = build_optimizer(config, params)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    history: list[dict] = []
+    best = {"valid_ppl": math.inf, "test_ppl": math.inf}
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if lm is not None:
+            lm.load_state_dict(ckpt["lm"])
+        set_rng_state(ckpt["rng"])
+        history, best = ckpt["history"], ckpt["best"]
+    config.to_json(run_dir / "config.json")
+    _write_metrics(run_dir, history)  # the checkpoint is the source of truth for history
+    meta = {"device": str(device), "torch": torch.__version__, "host": platform.node(),
+            "data_md5": corpus.md5}
+    _write_status(run_dir, "running", epoch=len(history), **meta)
+
+    try:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            if epoch in config.when:
+                for group in optimizer.param_groups:
+                    group["lr"] /= 10.0
+            start = time.perf_counter()
+            row = {"epoch": epoch}
+            row.update(train_epoch(model, optimizer, lm, data["train"], config, params,
+                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}"))
+            eval_start = time.perf_counter()
+            row["valid_ppl"] = math.exp(evaluate(model, data["valid"], config.bptt))
+            row["test_ppl"] = math.exp(evaluate(model, data["test"], config.bptt))
+            row["eval_seconds"] = time.perf_counter() - eval_start
+            row["seconds"] = time.perf_counter() - start
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            history.append(row)
+            if config.save_best:
+                for key in ("valid_ppl", "test_ppl"):
+                    if row[key] < best[key]:
+                        best[key] = row[key]
+                        _atomic_write(run_dir / f"best_{key.removesuffix('_ppl')}.pt",
+                                      lambda tmp: torch.save({"epoch": epoch, "model": model.state_dict()}, tmp))
+            state = {"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "lm": lm.state_dict() if lm else None,
+                     "rng": rng_state(), "history": history, "best": best}
+            _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+            _write_metrics(run_dir, history)
+            _write_status(run_dir, "running", epoch=epoch, **meta)
+            if config.progress:
+                tqdm.write(f"epoch {epoch:3d} | train {row['train_ppl']:8.2f} | valid {row['valid_ppl']:8.2f}"
+                           f" | test {row['test_ppl']:8.2f} | {row['seconds']:6.1f}s")
+    except Diverged as err:
+        _write_status(run_dir, "diverged", epoch=len(history), error=str(err), **meta)
+        return run_dir
+    except KeyboardInterrupt:
+        _write_status(run_dir, "interrupted", epoch=len(history), **meta)
+        raise
+    except Exception as err:
+        _write_status(run_dir, "failed", epoch=len(history), error=f"{type(err).__name__}: {err}", **meta)
+        raise
+    _write_status(run_dir, "finished", epoch=len(history), **meta)
+    return run_dir

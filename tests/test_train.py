@@ -1,0 +1,123 @@
+"""Runs end to end: files, resume to identical numbers, divergence, skipping finished runs."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import lmreport.train as train_mod
+from lmreport.config import make_config
+from lmreport.train import read_metrics, read_status, train
+
+TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds"]
+
+
+def _tiny(tmp_path, tiny_corpus, **kw):
+    values = dict(layers=2, optimizer="adabelief-lm", f="sqrt", epochs=3, when=[3],
+                  data_dir=str(tiny_corpus), run_dir=str(tmp_path / "run"), progress=False,
+                  max_train_tokens=None, max_eval_tokens=None, bptt=12, batch_size=4)
+    values.update(kw)
+    return make_config("smoke", **values)
+
+
+def test_smoke_profile_two_epochs_on_ptb(ptb_dir, tmp_path):
+    config = make_config("smoke", layers=1, optimizer="adabelief-lm", f="cbrt",
+                         data_dir=str(ptb_dir), run_dir=str(tmp_path / "run"), progress=False)
+    run_dir = train(config)
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best_test.pt", "best_valid.pt", "checkpoint.pt", "config.json", "metrics.csv", "status.json"]
+    status = read_status(run_dir)
+    assert status["status"] == "finished" and status["epoch"] == 2
+    assert status["data_md5"]["train"] == "f26c4b92c5fdc7b3f8c7cdcb991d8420"
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["optimizer"] == "adabelief-lm" and saved["lr"] == 1e-2 and saved["f"] == "cbrt"
+    m = read_metrics(run_dir)
+    assert list(m.epoch) == [1, 2]
+    assert m.train_ppl[1] < m.train_ppl[0] < 10_000
+    assert m.test_ppl[1] < m.test_ppl[0] and m.valid_ppl[1] < m.valid_ppl[0]
+    assert m.lr.tolist() == pytest.approx([1e-2, 1e-3])  # divided before epoch 2
+    assert m.lm_scale.between(0, 1).all() and m.lm_U.gt(0).all()
+
+
+def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus, monkeypatch):
+    straight = read_metrics(train(_tiny(tmp_path / "a", tiny_corpus)))
+
+    real_epoch, calls = train_mod.train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+    config = _tiny(tmp_path / "b", tiny_corpus)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    assert read_status(config.run_dir)["status"] == "interrupted"
+    assert len(read_metrics(config.run_dir)) == 1
+    monkeypatch.setattr(train_mod, "train_epoch", real_epoch)
+    resumed = read_metrics(train(config))
+    pd.testing.assert_frame_equal(straight.drop(columns=TIMING), resumed.drop(columns=TIMING),
+                                  check_exact=True)
+    a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finished_run_is_not_retrained(tmp_path, tiny_corpus):
+    config = _tiny(tmp_path, tiny_corpus, epochs=1)
+    run_dir = train(config)
+    stamp = (run_dir / "checkpoint.pt").stat().st_mtime_ns
+    assert train(config) == run_dir
+    assert (run_dir / "checkpoint.pt").stat().st_mtime_ns == stamp
+
+
+def test_run_dir_with_other_settings_is_refused(tmp_path, tiny_corpus):
+    train(_tiny(tmp_path, tiny_corpus, epochs=1))
+    with pytest.raises(ValueError, match="differs in seed"):
+        train(_tiny(tmp_path, tiny_corpus, epochs=1, seed=6))
+
+
+def test_divergence_ends_run_with_metrics_intact(tmp_path, tiny_corpus, monkeypatch):
+    real_epoch, calls = train_mod.train_epoch, []
+
+    def poison_second_epoch(model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                model.decoder.bias.fill_(float("nan"))
+        return real_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", poison_second_epoch)
+    run_dir = train(_tiny(tmp_path, tiny_corpus))
+    status = read_status(run_dir)
+    assert status["status"] == "diverged" and "nan" in status["error"]
+    assert list(read_metrics(run_dir).epoch) == [1]
+    assert len(calls) == 2  # stopped, did not go on to epoch 3
+
+
+def test_failure_is_recorded(tmp_path, tiny_corpus, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(train_mod, "evaluate", broken)
+    with pytest.raises(RuntimeError):
+        train(_tiny(tmp_path, tiny_corpus, epochs=1))
+    status = read_status(tmp_path / "run")
+    assert status["status"] == "failed" and "disk on fire" in status["error"]
+
+
+@pytest.mark.parametrize("mode", ["frozen", "trained"])
+def test_weight_drop_modes_in_a_real_run(tmp_path, tiny_corpus, mode):
+    run_dir = train(_tiny(tmp_path, tiny_corpus, epochs=1, wdrop_mode=mode, save_best=False))
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    torch.manual_seed(ckpt["config"]["seed"])  # 40 words + <eos> in the tiny corpus
+    initial = train_mod.build_model(make_config("smoke", **{k: v for k, v in ckpt["config"].items()
+                                                            if k != "profile"}), 41)
+    for l in range(2):
+        key = f"rnns.{l}.weight_hh_l0"
+        same = torch.equal(ckpt["model"][key], initial.state_dict()[key])
+        assert same == (mode == "frozen")

@@ -1,0 +1,77 @@
+"""The command line: bad input exits 2 with one line and writes nothing; runs and resumes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lmreport.cli import main
+from lmreport.train import read_metrics, read_status
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--optimizer", "adabelief-lm", "--f", "x3"], "f='x3'"),
+    (["--optimizer", "nadam"], "invalid choice: 'nadam'"),
+    (["--lr", "0"], "lr=0.0"),
+    (["--lr", "-0.1"], "lr=-0.1"),
+    (["--layers", "0"], "layers=0"),
+    (["--optimizer", "adabelief", "--f", "sqrt"], "-lm optimizers only"),
+    (["--c-mode", "median", "--optimizer", "adabelief-lm", "--f", "x"], "c_mode='median'"),
+    (["--wdrop-mode", "half"], "wdrop_mode='half'"),
+    (["--epochs", "many"], "invalid int value: 'many'"),
+])
+def test_bad_values_exit_2_with_one_line_and_write_nothing(args, needle, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        code = main(["train", "--profile", "smoke", "--run-dir", str(run_dir), *args])
+        raise SystemExit(code)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+    assert not run_dir.exists()
+
+
+def test_unreadable_data_dir_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("lmreport.data.PTB_URL", "http://127.0.0.1:9/")
+    run_dir = tmp_path / "run"
+    code = main(["train", "--profile", "smoke", "--data-dir", str(tmp_path / "nope"),
+                 "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "ptb.train.txt" in err
+    assert not run_dir.exists() and not (tmp_path / "nope").exists()
+
+
+def test_train_and_resume_from_the_command_line(tmp_path, tiny_corpus, capsys):
+    run_dir = tmp_path / "run"
+    common = ["--data-dir", str(tiny_corpus), "--no-progress"]
+    code = main(["train", "--profile", "smoke", "--layers", "1", "--optimizer", "sgd-lm",
+                 "--f", "x2", "--c-mode", "zero", "--bptt", "10", "--batch-size", "4",
+                 "--max-train-tokens", "800", "--epochs", "1", "--when", "--run-dir",
+                 str(run_dir), *common])
+    assert code == 0 and capsys.readouterr().out.strip() == str(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["optimizer"], config["f"], config["c_mode"], config["lr"], config["when"]) == \
+        ("sgd-lm", "x2", "zero", 30.0, [])
+    assert read_status(run_dir)["status"] == "finished" and len(read_metrics(run_dir)) == 1
+    assert main(["train", "--resume", str(run_dir), "--seed", "6"]) == 2
+    assert "drop --seed" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run_dir), *common]) == 0
+
+
+def test_profiles_are_printed(capsys):
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    assert "paper:" in out and "smoke:" in out and "emsize=16" in out
+
+
+def test_module_entry_point_and_bench(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "lmreport", "bench", "--layers", "1", "--steps", "1",
+                           "--warmup", "0", "--eval-tokens", "140", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["results"][0]["layers"] == 1 and record["results"][0]["train_tokens_per_s"] > 0
+    assert "train tok/s" in proc.stdout

@@ -28,7 +28,7 @@ PAPER_LR_EPS = {
 
 # Fields that say where or how a run executes, not what it computes: they may differ
 # when a run is resumed elsewhere (e.g. a Colab run continued on another machine).
-RUNTIME_FIELDS = ("device", "threads", "run_dir", "data_dir", "progress")
+RUNTIME_FIELDS = ("device", "threads", "run_dir", "data_dir", "progress", "save_best", "trace")
 
 
 @dataclass
@@ -79,6 +79,7 @@ class RunConfig:
     run_dir: str | None = None      # None: results/<profile>/runs/<run name>
     progress: bool = True           # tqdm bars
     save_best: bool = True          # keep the weights of the best-valid and best-test epochs
+    trace: bool = False             # write per-batch seq_len, CE, U (and LM's c) to batches.csv
 
     @property
     def uses_lm(self) -> bool:

@@ -8,6 +8,7 @@ wires them into a run directory::
     <run_dir>/status.json    running | finished | diverged | failed | interrupted
     <run_dir>/checkpoint.pt  model, optimizer, LM state, every RNG, history (atomic, per epoch)
     <run_dir>/best_valid.pt, best_test.pt   weights of the best epochs (save_best)
+    <run_dir>/batches.csv    per batch: seq_len, CE, U and LM's c (only with trace=True)
 
 Resuming restores the checkpoint of the last finished epoch, RNG states included, so an
 interrupted run continues to bit-identical numbers on the same machine.
@@ -154,12 +155,14 @@ def train_step(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeMo
 
 def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeModification | None,
                 train_data: torch.Tensor, config: RunConfig, params: list[torch.Tensor],
-                progress: bool = False, desc: str = "train") -> dict:
+                progress: bool = False, desc: str = "train", trace: list | None = None) -> dict:
     """One pass over the training stream with the published loop's semantics.
 
     Per batch: draw seq_len (variable BPTT), scale the lr by seq_len/bptt, ``train_step``,
     restore the lr. The hidden state starts at zero and is detached between batches.
     Training perplexity is exp(sum(len*CE) / rows), with dropout on, as published.
+    With a ``trace`` list, one dict per batch (seq_len, CE, U and, for LM, c) is appended
+    to it at the end of the epoch (values stay on the device until then).
     """
     rows = train_data.size(0)
     model.train()
@@ -171,6 +174,7 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
     total = torch.zeros((), device=train_data.device)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     i, batches, tokens, start = 0, 0, 0, time.perf_counter()
+    batch_log: list[tuple[int, torch.Tensor]] = []
     bar = tqdm(total=rows - 2, desc=desc, unit="row", leave=False, disable=not progress,
                mininterval=1.0)
     while i < rows - 2:
@@ -183,6 +187,9 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr
         total += len(data) * raw_loss
+        if trace is not None:
+            c = lm.c if lm is not None else torch.full_like(loss, math.nan)
+            batch_log.append((len(data), torch.stack([raw_loss, loss, c])))
         i += seq_len
         batches += 1
         tokens += data.numel()
@@ -203,6 +210,10 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
                "tokens_per_s": tokens / seconds, "batches": batches}
     if lm is not None:
         metrics.update(lm.epoch_means())
+    if trace is not None and batch_log:
+        values = torch.stack([v for _, v in batch_log]).cpu().tolist()
+        trace.extend({"batch": b + 1, "seq_len": n, "ce": ce, "U": u, "c": c}
+                     for b, ((n, _), (ce, u, c)) in enumerate(zip(batch_log, values)))
     return metrics
 
 
@@ -257,6 +268,22 @@ def _write_status(run_dir: Path, status: str, **extra) -> None:
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     _atomic_write(run_dir / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+
+
+def _append_trace(run_dir: Path, epoch: int, rows: list[dict]) -> None:
+    """Keep batches.csv to epochs before ``epoch`` (<= when ``rows`` is empty), add ``rows``."""
+    path = run_dir / "batches.csv"
+    parts = []
+    if path.is_file() and path.stat().st_size:
+        old = pd.read_csv(path)
+        parts.append(old[old.epoch < epoch] if rows else old[old.epoch <= epoch])
+    if rows:
+        new = pd.DataFrame(rows)
+        new.insert(0, "epoch", epoch)
+        parts.append(new)
+    if parts:
+        table = pd.concat(parts, ignore_index=True)
+        _atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -315,6 +342,8 @@ def train(config: RunConfig) -> Path:
         history, best = ckpt["history"], ckpt["best"]
     config.to_json(run_dir / "config.json")
     _write_metrics(run_dir, history)  # the checkpoint is the source of truth for history
+    if config.trace:
+        _append_trace(run_dir, len(history), [])  # drop rows of an epoch that did not finish
     meta = {"device": str(device), "torch": torch.__version__, "host": platform.node(),
             "data_md5": corpus.md5}
     _write_status(run_dir, "running", epoch=len(history), **meta)
@@ -325,9 +354,10 @@ def train(config: RunConfig) -> Path:
                 for group in optimizer.param_groups:
                     group["lr"] /= 10.0
             start = time.perf_counter()
-            row = {"epoch": epoch}
+            row, trace = {"epoch": epoch}, [] if config.trace else None
             row.update(train_epoch(model, optimizer, lm, data["train"], config, params,
-                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}"))
+                                   progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
+                                   trace=trace))
             eval_start = time.perf_counter()
             row["valid_ppl"] = math.exp(evaluate(model, data["valid"], config.bptt))
             row["test_ppl"] = math.exp(evaluate(model, data["test"], config.bptt))
@@ -344,6 +374,8 @@ def train(config: RunConfig) -> Path:
             state = {"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "lm": lm.state_dict() if lm else None,
                      "rng": rng_state(), "history": history, "best": best}
+            if trace:
+                _append_trace(run_dir, epoch, trace)
             _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
             _write_metrics(run_dir, history)
             _write_status(run_dir, "running", epoch=epoch, **meta)

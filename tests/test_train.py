@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 import lmreport.train as train_mod
 from lmreport.config import make_config
+from lmreport.data import load_corpus
 from lmreport.train import read_metrics, read_status, train
 
 TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds"]
@@ -121,3 +123,17 @@ def test_weight_drop_modes_in_a_real_run(tmp_path, tiny_corpus, mode):
         key = f"rnns.{l}.weight_hh_l0"
         same = torch.equal(ckpt["model"][key], initial.state_dict()[key])
         assert same == (mode == "frozen")
+
+
+def test_trace_records_every_batch_and_the_running_minimum(tmp_path, tiny_corpus):
+    run_dir = train(_tiny(tmp_path, tiny_corpus, epochs=2, trace=True, save_best=False))
+    batches = pd.read_csv(run_dir / "batches.csv")
+    metrics = read_metrics(run_dir)
+    assert batches.groupby("epoch").size().tolist() == metrics.batches.tolist()
+    assert (batches.U >= batches.ce).all()  # U = CE + AR + TAR
+    for _, epoch in batches.groupby("epoch"):
+        assert epoch.c.tolist() == pytest.approx(epoch.U.cummin().tolist())  # restarted per epoch
+    rows = load_corpus(tiny_corpus, download=False).train.numel() // 4
+    for (_, epoch), ppl in zip(batches.groupby("epoch"), metrics.train_ppl):
+        # the published training perplexity, recomputed from the per-batch record
+        assert math.exp((epoch.seq_len * epoch.ce).sum() / rows) == pytest.approx(ppl, rel=1e-5)

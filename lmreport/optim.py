@@ -62,7 +62,9 @@ class LandscapeModification:
     * ``constant:<value>``: a fixed threshold.
 
     c, the scale and the epoch statistics stay on the loss's device as tensors, so a
-    step needs no host synchronisation.
+    step needs no host synchronisation. A 1-D ``loss`` holds one objective per element of
+    a 1-D parameter (independent runs advanced together, as in the toy of notebook 01):
+    c and the scale are then elementwise.
     """
 
     def __init__(self, f: str | Callable = "sqrt", eps: float = 1.0, c_mode: str = "running_min",
@@ -114,15 +116,19 @@ class LandscapeModification:
         """Divide the gradients of ``params`` in place; returns the denominator."""
         denom = self.denominator(loss)
         grads = [p.grad for p in params if p.grad is not None]
-        if grads:
+        if grads and denom.dim() == 0:
             torch._foreach_div_(grads, denom)
+        else:
+            for g in grads:
+                g.div_(denom)
         return denom
 
     def epoch_means(self) -> dict[str, float]:
         n = self.stats["n"]
         if not n:
             return {"lm_scale": math.nan, "lm_c": math.nan, "lm_U": math.nan}
-        return {f"lm_{k}": float(self.stats[k]) / n for k in ("scale", "c", "U")}
+        return {f"lm_{k}": float(torch.as_tensor(self.stats[k]).mean()) / n
+                for k in ("scale", "c", "U")}
 
     def state_dict(self) -> dict:
         return {"c": self.c, "stats": dict(self.stats)}

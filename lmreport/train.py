@@ -22,6 +22,7 @@ import platform
 import random
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,6 +31,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 from .config import RunConfig
 from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
@@ -235,7 +241,7 @@ def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int) -> float:
 # ---------------------------------------------------------------- run directory
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -302,19 +308,64 @@ def _check_same_run(run_dir: Path, config: RunConfig) -> None:
                          f"choose another run_dir or delete it")
 
 
-def train(config: RunConfig) -> Path:
-    """Train (or resume, or skip if done) the run described by ``config``; return its folder."""
+DONE = ("finished", "diverged")
+
+
+@contextmanager
+def run_lock(run_dir: Path, wait: float = 60.0):
+    """Hold an exclusive lock on a run directory while training it.
+
+    A second process that wants the same run waits up to ``wait`` seconds (the kernel of
+    a killed notebook run needs a moment to notice and exit), then gives up with an error.
+    The lock dies with its process, however that process ends.
+    """
+    if fcntl is None:  # Windows: no advisory locks; runs are not guarded
+        yield
+        return
+    with open(run_dir / ".lock", "a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"run dir {run_dir} is being trained by another process") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def train(config: RunConfig, resume: bool = True) -> Path:
+    """Train (or resume, or skip if done) the run described by ``config``; return its folder.
+
+    With ``resume=False`` a run directory that already holds a checkpoint is refused
+    instead of continued.
+    """
     config = config.resolved()
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    status = read_status(run_dir)["status"]
     _check_same_run(run_dir, config)
-    if status in ("finished", "diverged"):
+    if read_status(run_dir)["status"] in DONE:
         return run_dir
+    if not resume and (run_dir / "checkpoint.pt").is_file():
+        raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
     corpus = load_corpus(config.data_dir, progress=config.progress)
     if config.profile in PROFILES_NEEDING_PTB and not corpus.is_ptb:
         raise DataError(f"profile {config.profile} needs the canonical PTB files, but {corpus.data_dir} "
                         f"holds others (md5 {corpus.md5}); point LMREPORT_DATA_DIR at PTB")
     device = select_device(config.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        if read_status(run_dir)["status"] in DONE:  # finished by the process we waited for
+            return run_dir
+        for stale in run_dir.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink()
+        return _train_locked(config, run_dir, corpus, device)
+
+
+def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torch.device) -> Path:
     if device.type == "cuda":
         configure_numerics(config.tf32)
     if config.threads:
@@ -328,7 +379,6 @@ def train(config: RunConfig) -> Path:
     params = list(model.parameters())
     optimizer, lm = build_optimizer(config, params)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
     history: list[dict] = []
     best = {"valid_ppl": math.inf, "test_ppl": math.inf}

@@ -28,7 +28,7 @@ def test_smoke_profile_two_epochs_on_ptb(ptb_dir, tmp_path):
     config = make_config("smoke", layers=1, optimizer="adabelief-lm", f="cbrt",
                          data_dir=str(ptb_dir), run_dir=str(tmp_path / "run"), progress=False)
     run_dir = train(config)
-    assert sorted(p.name for p in run_dir.iterdir()) == [
+    assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
         "best_test.pt", "best_valid.pt", "checkpoint.pt", "config.json", "metrics.csv", "status.json"]
     status = read_status(run_dir)
     assert status["status"] == "finished" and status["epoch"] == 2
@@ -137,3 +137,30 @@ def test_trace_records_every_batch_and_the_running_minimum(tmp_path, tiny_corpus
     for (_, epoch), ppl in zip(batches.groupby("epoch"), metrics.train_ppl):
         # the published training perplexity, recomputed from the per-batch record
         assert math.exp((epoch.seq_len * epoch.ce).sum() / rows) == pytest.approx(ppl, rel=1e-5)
+
+
+def test_a_run_being_trained_elsewhere_is_locked(tmp_path):
+    from lmreport.train import run_lock
+    with run_lock(tmp_path):
+        with pytest.raises(RuntimeError, match="being trained by another process"):
+            with run_lock(tmp_path, wait=0.6):
+                pass
+    with run_lock(tmp_path, wait=0.1):  # released again
+        pass
+
+
+def test_resume_false_refuses_an_unfinished_run(tmp_path, tiny_corpus, monkeypatch):
+    config = _tiny(tmp_path, tiny_corpus, epochs=2)
+    real_epoch, calls = train_mod.train_epoch, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    with pytest.raises(ValueError, match="unfinished run"):
+        train(config, resume=False)

@@ -18,7 +18,7 @@ import torch
 from .config import make_config
 from .data import repo_root
 from .model import repackage_hidden
-from .train import build_model, build_optimizer, evaluate, select_device, train_step
+from .train import build_model, build_optimizer, evaluate, select_device, train_step, tune_cpu_allocator
 
 VOCAB = 10_000
 
@@ -64,6 +64,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
               device: str = "auto", threads: int | None = None, out: str | None = None) -> dict:
     if threads:
         torch.set_num_threads(threads)
+    tuned = tune_cpu_allocator()
     dev = select_device(device)
     rows = []
     print(f"device {dev} | torch {torch.__version__} | threads {torch.get_num_threads()}")
@@ -78,6 +79,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "host": platform.node(),
+        "fast_malloc": tuned,
         "batch_size": 20, "bptt": 70, "steps": steps, "warmup": warmup, "eval_tokens": eval_tokens,
         "results": rows,
     }

@@ -164,3 +164,17 @@ def test_resume_false_refuses_an_unfinished_run(tmp_path, tiny_corpus, monkeypat
         train(config)
     with pytest.raises(ValueError, match="unfinished run"):
         train(config, resume=False)
+
+
+def test_allocator_tuning_leaves_numbers_bit_identical(tmp_path, tiny_corpus):
+    import subprocess
+    import sys
+    runs = {}
+    for flag in ("--fast-malloc", "--no-fast-malloc"):
+        run_dir = tmp_path / flag
+        subprocess.run([sys.executable, "-m", "lmreport", "train", "--profile", "smoke", "--layers", "2",
+                        "--optimizer", "adabelief-lm", "--f", "sqrt", "--data-dir", str(tiny_corpus),
+                        "--bptt", "12", "--batch-size", "4", "--max-train-tokens", "2000", "--epochs", "2",
+                        "--run-dir", str(run_dir), "--no-progress", flag], check=True, capture_output=True)
+        runs[flag] = read_metrics(run_dir).drop(columns=TIMING)
+    pd.testing.assert_frame_equal(runs["--fast-malloc"], runs["--no-fast-malloc"], check_exact=True)

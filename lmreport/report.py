@@ -24,3 +24,321 @@ def save_figure(fig, name: str, folder: str | Path | None = None) -> list[Path]:
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
     return paths
+
+
+# ------------------------------------------------------------------ one run (notebook 03)
+def plot_run_curves(metrics, when=(), title: str = ""):
+    """Train / valid / test perplexity per epoch on a log scale, lr drops marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for column, label in (("train_ppl", "train (dropout on)"), ("valid_ppl", "valid (batch 10)"),
+                          ("test_ppl", 'test (batch 1; the study\'s "valid")')):
+        ax.plot(metrics["epoch"], metrics[column], marker="o" if len(metrics) < 30 else None,
+                ms=3, lw=1.8, label=label)
+    for i, epoch in enumerate(when):
+        ax.axvline(epoch - 0.5, color="grey", ls=":", lw=1, label="lr ÷ 10" if i == 0 else None)
+    ax.set(yscale="log", xlabel="epoch", ylabel="perplexity", title=title)
+    ax.legend()
+    return fig
+
+
+def run_summary(metrics):
+    """The numbers a run is reported by: minima over epochs and the sound selection."""
+    import pandas as pd
+
+    best_valid = metrics.loc[metrics["valid_ppl"].idxmin()]
+    best_test = metrics.loc[metrics["test_ppl"].idxmin()]
+    rows = [
+        ("min train perplexity", metrics["train_ppl"].min(), int(metrics.loc[metrics["train_ppl"].idxmin(), "epoch"])),
+        ('min test perplexity (the study\'s "valid", test-set selection)', best_test["test_ppl"], int(best_test["epoch"])),
+        ("min valid perplexity", best_valid["valid_ppl"], int(best_valid["epoch"])),
+        ("test perplexity at the best-valid epoch (sound)", best_valid["test_ppl"], int(best_valid["epoch"])),
+        ("test perplexity at the last epoch", metrics["test_ppl"].iloc[-1], int(metrics["epoch"].iloc[-1])),
+    ]
+    return pd.DataFrame(rows, columns=["measure", "perplexity", "epoch"])
+
+
+# ------------------------------------------------------------------ a grid (notebook 04)
+PUBLISHED_SOURCE = "Siow (2024), Tables 4.1–4.3 (means over seeds 141, 6, 42)"
+# (layers, variant) -> (min train PPL, min "valid" PPL); the study's "valid" is the test split.
+PUBLISHED = {
+    (1, "adabelief"): (57.8, 84.3), (1, "lm-x2"): (59.9, 84.7), (1, "lm-x"): (60.2, 84.4),
+    (1, "lm-sqrt"): (60.6, 84.1), (1, "lm-cbrt"): (60.7, 84.0),
+    (2, "adabelief"): (45.1, 66.5), (2, "lm-x2"): (46.3, 65.6), (2, "lm-x"): (45.6, 64.5),
+    (2, "lm-sqrt"): (45.0, 64.1), (2, "lm-cbrt"): (44.9, 64.0),
+    (3, "adabelief"): (36.8, 61.2), (3, "lm-x2"): (38.8, 61.0), (3, "lm-x"): (38.1, 60.0),
+    (3, "lm-sqrt"): (37.5, 59.3), (3, "lm-cbrt"): (37.5, 59.4),
+}
+METRICS = {
+    "min_train": "min train PPL",
+    "min_test": 'min test PPL (study\'s "valid")',
+    "test_at_best_valid": "test PPL at best-valid epoch",
+}
+
+
+def variant_label(variant: str) -> str:
+    from .grid import VARIANTS
+    from .optim import F_LABELS
+
+    spec = VARIANTS.get(variant)
+    if spec is None:
+        return variant
+    name = {"adabelief": "AdaBelief", "adabelief-lm": "AdaBelief-LM", "adam": "Adam",
+            "adam-lm": "Adam-LM", "sgd": "SGD", "sgd-lm": "SGD-LM"}[spec["optimizer"]]
+    extras = [F_LABELS[spec["f"]]] if "f" in spec else []
+    extras += [f"{k}={v}" for k, v in spec.items() if k not in ("optimizer", "f")]
+    return " ".join([name, *extras])
+
+
+def _identify(config, profile: str):
+    """(layers, variant, seed) of a run directory's config, by matching the variant table."""
+    from .config import make_config
+    from .grid import VARIANTS
+
+    for name, spec in VARIANTS.items():
+        try:
+            candidate = make_config(profile, layers=config.layers, seed=config.seed, **spec)
+        except ValueError:
+            continue
+        if candidate.science() == config.science():
+            return config.layers, name, config.seed
+    return config.layers, f"custom:{config.name}", config.seed
+
+
+def summarize_metrics(metrics) -> dict:
+    best_valid = metrics.loc[metrics["valid_ppl"].idxmin()]
+    best_test = metrics.loc[metrics["test_ppl"].idxmin()]
+    return {"epochs": int(metrics["epoch"].max()), "min_train": metrics["train_ppl"].min(),
+            "min_test": best_test["test_ppl"], "min_test_epoch": int(best_test["epoch"]),
+            "min_valid": best_valid["valid_ppl"], "best_valid_epoch": int(best_valid["epoch"]),
+            "test_at_best_valid": best_valid["test_ppl"], "last_test": metrics["test_ppl"].iloc[-1],
+            "hours": metrics["seconds"].sum() / 3600}
+
+
+def collect_runs(profile: str, root: str | Path | None = None, layers=None, variants=None, seeds=None):
+    """Every run of a profile: the expected grid plus whatever else is on disk.
+
+    Returns ``(runs, epochs)``: one row per run (status, summary numbers; missing and
+    unfinished runs included, with their status) and one row per finished epoch.
+    """
+    import pandas as pd
+
+    from .config import RunConfig
+    from .grid import plan, results_root
+    from .train import read_metrics, read_status
+
+    root = Path(root) if root else results_root()
+    expected = {(j.layers, j.variant, j.seed): j.run_dir(root) for j in plan(profile, layers, variants, seeds)}
+    found = {}
+    runs_dir = root / profile / "runs"
+    for config_path in sorted(runs_dir.glob("*/config.json")) if runs_dir.is_dir() else []:
+        key = _identify(RunConfig.from_json(config_path), profile)
+        found[key] = config_path.parent
+    rows, epochs = [], []
+    for key in list(expected) + [k for k in found if k not in expected]:
+        folder = found.get(key, expected.get(key))
+        row = dict(zip(("layers", "variant", "seed"), key), run_dir=str(folder),
+                   status=read_status(folder)["status"])
+        metrics_path = folder / "metrics.csv"
+        if metrics_path.is_file() and metrics_path.stat().st_size > 1:
+            metrics = read_metrics(folder)
+            if len(metrics):
+                row.update(summarize_metrics(metrics))
+                epochs.append(metrics.assign(layers=key[0], variant=key[1], seed=key[2]))
+        rows.append(row)
+    runs = pd.DataFrame(rows)
+    runs["label"] = runs["variant"].map(variant_label)
+    epochs = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame()
+    return runs, epochs
+
+
+def study_table(runs, layers: int):
+    """Tables 4.1–4.3: per variant, means and stds over finished seeds, published beside."""
+    import pandas as pd
+
+    done = runs[(runs["layers"] == layers) & (runs["status"] == "finished")]
+    rows = []
+    for variant, group in done.groupby("variant", sort=False):
+        row = {"variant": variant, "label": variant_label(variant), "n seeds": len(group)}
+        for key in METRICS:
+            row[f"{key} mean"] = group[key].mean()
+            row[f"{key} std"] = group[key].std(ddof=1) if len(group) > 1 else float("nan")
+        published = PUBLISHED.get((layers, variant))
+        row["published min_train"] = published[0] if published else float("nan")
+        row["published min_test"] = published[1] if published else float("nan")
+        row["min_test − published"] = row["min_test mean"] - row["published min_test"]
+        rows.append(row)
+    columns = ["variant", "label", "n seeds"] + [f"{k} {s}" for k in METRICS for s in ("mean", "std")] \
+        + ["published min_train", "published min_test", "min_test − published"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "adabelief"):
+    """Each variant minus the baseline, paired by (layers, seed): mean, 95% t-interval, p."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    done = runs[runs["status"] == "finished"]
+    rows = []
+    for (layers, variant), group in done.groupby(["layers", "variant"], sort=False):
+        if variant == baseline:
+            continue
+        base = done[(done["layers"] == layers) & (done["variant"] == baseline)].set_index("seed")[metric]
+        pairs = group.set_index("seed")[metric].to_frame("v").join(base.rename("b"), how="inner")
+        d = (pairs["v"] - pairs["b"]).to_numpy()
+        n = len(d)
+        row = {"layers": layers, "variant": variant, "label": variant_label(variant), "metric": metric,
+               "n pairs": n, "mean difference": d.mean() if n else np.nan}
+        if n >= 2:
+            half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+            row.update({"95% CI low": d.mean() - half, "95% CI high": d.mean() + half,
+                        "p (paired t)": stats.ttest_rel(pairs["v"], pairs["b"]).pvalue if d.std() > 0 else np.nan,
+                        "seeds better": int((d < 0).sum())})
+        rows.append(row)
+    columns = ["layers", "variant", "label", "metric", "n pairs", "mean difference", "95% CI low",
+               "95% CI high", "p (paired t)", "seeds better"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def conclusions(runs, metric: str = "min_test") -> list[str]:
+    """Sentences that judge the results, generated from the numbers."""
+    from .optim import F_LABELS
+
+    lines = []
+    sound = metric == "test_at_best_valid"
+    what = METRICS[metric]
+    for layers in sorted(runs["layers"].unique()):
+        table = study_table(runs, layers)
+        if table.empty or "adabelief" not in set(table["variant"]):
+            lines.append(f"{layers} layer(s): no finished AdaBelief baseline yet; nothing to compare.")
+            continue
+        t = table.set_index("variant")
+        base, base_std = t.loc["adabelief", f"{metric} mean"], t.loc["adabelief", f"{metric} std"]
+        best = t[f"{metric} mean"].idxmin()
+        gap = t.loc[best, f"{metric} mean"] - base
+        spread = t[f"{metric} std"].max()
+        if best == "adabelief":
+            verdict = "AdaBelief itself is best"
+        else:
+            verdict = (f"{t.loc[best, 'label']} is best, {abs(gap):.2f} below AdaBelief ({gap / base:+.1%}); "
+                       + ("that is larger than" if abs(gap) > spread else "that is within")
+                       + f" the largest seed standard deviation in the table ({spread:.2f})")
+        lines.append(f"{layers} layer(s), {what}: AdaBelief {base:.2f} (std {base_std:.2f}); {verdict}.")
+        lm = [v for v in ("lm-x2", "lm-x", "lm-sqrt", "lm-cbrt") if v in t.index]
+        if len(lm) == 4:
+            ours = sorted(lm, key=lambda v: -t.loc[v, f"{metric} mean"])
+            ours_text = " > ".join(F_LABELS[v.removeprefix("lm-")] for v in ours)
+            monotone = ours == lm
+            if not sound:
+                pub = sorted(lm, key=lambda v: -PUBLISHED[(layers, v)][1]) if (layers, "lm-x2") in PUBLISHED else None
+                pub_text = " > ".join(F_LABELS[v.removeprefix("lm-")] for v in pub) if pub else "n/a"
+                same = "the same as" if pub == ours else "not the same as"
+                lines.append(f"  Ordering of f by {what} (worst to best): {ours_text}; published: {pub_text} — "
+                             f"{same} the published order.")
+            else:
+                lines.append(f"  Ordering of f by {what} (worst to best): {ours_text}"
+                             + ("; stronger smoothing is monotonically better." if monotone else "."))
+    return lines
+
+
+def plot_curves(epochs, layers: int, seed: int = 141, title: str = ""):
+    """Figures 4.2–4.4: train and held-out perplexity per epoch, one line per variant."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = epochs[(epochs["layers"] == layers) & (epochs["seed"] == seed)].copy()
+    data["variant"] = data["variant"].map(variant_label)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
+    for ax, (column, name) in zip(axes, (("train_ppl", "train perplexity"),
+                                         ("test_ppl", 'test perplexity (the study\'s "valid")'))):
+        sns.lineplot(data=data, x="epoch", y=column, hue="variant", ax=ax, lw=1.5)
+        ax.set(yscale="log", ylabel=name)
+    axes[1].get_legend().remove()
+    fig.suptitle(title or f"{layers}-layer LSTM, seed {seed}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spread(runs, layers: int, title: str = ""):
+    """Figures 4.5–4.7: the minimum perplexities of each seed, per variant."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    data = runs[(runs["layers"] == layers) & (runs["status"] == "finished")]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, column in zip(axes, ("min_train", "min_test")):
+        sns.boxplot(data=data, x="label", y=column, ax=ax, color="0.9", fliersize=0)
+        sns.stripplot(data=data, x="label", y=column, hue="seed", ax=ax, size=7, palette="deep")
+        ax.set(xlabel="", ylabel=METRICS[column])
+        ax.tick_params(axis="x", rotation=30)
+    axes[1].get_legend().remove()
+    fig.suptitle(title or f"{layers}-layer LSTM: spread over seeds")
+    fig.tight_layout()
+    return fig
+
+
+def save_table(table, name: str, folder: str | Path) -> list[Path]:
+    """CSV (exact numbers) and Markdown (2 decimals) side by side."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
+    table.to_csv(csv_path, index=False)
+    md_path.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    return [csv_path, md_path]
+
+
+def show_table(table, floatfmt: str = ".2f") -> None:
+    """Display a table as Markdown, which renders in JupyterLab, the HTML and the PDF."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(table.to_markdown(index=False, floatfmt=floatfmt, missingval="–")))
+
+
+def show_lines(lines: list[str]) -> None:
+    """Display generated sentences as a Markdown list (they wrap in every output format)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown("\n".join(f"- {line}" for line in lines)))
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if std == std else f"{mean:.2f}"
+
+
+def format_study_table(table):
+    """The columns of Tables 4.1–4.3 a reader needs, as text (mean ± std over seeds)."""
+    import pandas as pd
+
+    def published(values):
+        return [f"{v:.1f}" if v == v else "–" for v in values]
+
+    return pd.DataFrame({
+        "variant": table["label"], "seeds": table["n seeds"],
+        "min train PPL": [_pm(m, s) for m, s in zip(table["min_train mean"], table["min_train std"])],
+        "published": published(table["published min_train"]),
+        'min test PPL ("valid")': [_pm(m, s) for m, s in zip(table["min_test mean"], table["min_test std"])],
+        "published ": published(table["published min_test"]),
+        "test @ best valid": [_pm(m, s) for m, s in
+                              zip(table["test_at_best_valid mean"], table["test_at_best_valid std"])],
+    })
+
+
+def format_paired(paired):
+    """Paired differences against AdaBelief, as text."""
+    import pandas as pd
+
+    def ci(lo, hi):
+        return f"[{lo:+.2f}, {hi:+.2f}]" if lo == lo else "–"
+
+    return pd.DataFrame({
+        "layers": paired["layers"], "variant": paired["label"],
+        "metric": paired["metric"].map({"min_test": "min test", "test_at_best_valid": "test @ best valid"}),
+        "seeds": paired["n pairs"], "mean difference": paired["mean difference"].map("{:+.2f}".format),
+        "95% CI": [ci(lo, hi) for lo, hi in zip(paired.get("95% CI low", []), paired.get("95% CI high", []))]
+        if "95% CI low" in paired else "–",
+        "p (paired t)": paired["p (paired t)"].map("{:.3f}".format) if "p (paired t)" in paired else "–",
+        "better on": [f"{b:.0f} of {n}" if b == b else "–" for b, n in
+                      zip(paired.get("seeds better", [float("nan")] * len(paired)), paired["n pairs"])],
+    })

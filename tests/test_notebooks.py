@@ -16,7 +16,8 @@ def _outputs_text(nb) -> str:
     parts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
-            parts.append(out.get("text", "") or str(out.get("data", {}).get("text/plain", "")))
+            data = out.get("data", {})
+            parts.append(out.get("text", "") or str(data.get("text/markdown", data.get("text/plain", ""))))
     return "\n".join(parts)
 
 

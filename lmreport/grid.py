@@ -1,0 +1,184 @@
+"""Grids of runs: notebook 03 executed with papermill once per (layers, variant, seed).
+
+Layout, one folder per run::
+
+    results/<profile>/runs/L<layers>-<variant>-s<seed>/
+        config.json  metrics.csv  status.json      written by lmreport.train
+        03_train_lstm.ipynb                        the executed notebook (curves, summary)
+        papermill.log                              what the notebook run printed
+        checkpoint.pt  best_*.pt                   weights (git-ignored)
+
+A run is finished only when its own ``status.json`` says so; papermill's exit code is not
+enough (a killed kernel can leave a notebook with every cell marked as run). Finished and
+diverged runs are skipped, anything else is (re)started and resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import PROFILES, make_config
+from .report import project_dir
+from .train import DONE, read_status
+
+# Every variant is a set of RunConfig overrides; adding an ablation is one line.
+VARIANTS: dict[str, dict] = {
+    "adabelief": dict(optimizer="adabelief"),
+    "lm-x2": dict(optimizer="adabelief-lm", f="x2"),
+    "lm-x": dict(optimizer="adabelief-lm", f="x"),
+    "lm-sqrt": dict(optimizer="adabelief-lm", f="sqrt"),
+    "lm-cbrt": dict(optimizer="adabelief-lm", f="cbrt"),
+    # the repository notebook's c = 0, and a running minimum that never restarts
+    "lm-cbrt-czero": dict(optimizer="adabelief-lm", f="cbrt", c_mode="zero"),
+    "lm-x2-czero": dict(optimizer="adabelief-lm", f="x2", c_mode="zero"),
+    "lm-cbrt-cglobal": dict(optimizer="adabelief-lm", f="cbrt", c_reset="never"),
+    # the recurrent matrices trained, as the published code meant to
+    "adabelief-whh-trained": dict(optimizer="adabelief", wdrop_mode="trained"),
+    "lm-cbrt-whh-trained": dict(optimizer="adabelief-lm", f="cbrt", wdrop_mode="trained"),
+    # other optimizers, with and without LM
+    "adam": dict(optimizer="adam"),
+    "adam-lm-cbrt": dict(optimizer="adam-lm", f="cbrt"),
+    "sgd": dict(optimizer="sgd"),
+}
+STUDY_VARIANTS = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
+STUDY_LAYERS = (1, 2, 3)
+STUDY_SEEDS = (141, 6, 42)
+NOTEBOOK = "03_train_lstm.ipynb"
+
+
+@dataclass(frozen=True)
+class Job:
+    profile: str
+    layers: int
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"L{self.layers}-{self.variant}-s{self.seed}"
+
+    def run_dir(self, root: Path) -> Path:
+        return root / self.profile / "runs" / self.name
+
+    def parameters(self, root: Path, **runtime) -> dict:
+        """Papermill parameters of notebook 03 for this run (absolute paths)."""
+        overrides = dict(VARIANTS[self.variant])
+        params = {"profile": self.profile, "layers": self.layers, "seed": self.seed,
+                  "variant": self.variant, "optimizer": overrides.pop("optimizer"),
+                  "f": overrides.pop("f", None), "c_mode": overrides.pop("c_mode", "running_min"),
+                  "overrides": overrides, "run_dir": str(self.run_dir(root).resolve()),
+                  "progress": False}
+        params.update({k: v for k, v in runtime.items() if v is not None})
+        return params
+
+
+def results_root() -> Path:
+    return project_dir() / "results"
+
+
+def notebooks_dir() -> Path:
+    return project_dir() / "notebooks"
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' (1 <= i <= n) -> (i, n)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise ValueError(f"shard={text!r} is invalid: i/n with 1 <= i <= n, e.g. 2/3")
+    return i, n
+
+
+def plan(profile: str, layers=None, variants=None, seeds=None, shard: str | None = None) -> list[Job]:
+    """The grid's runs in a fixed order (shard i/n takes every n-th from the i-th)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is invalid: one of {', '.join(PROFILES)}")
+    variants = list(variants or STUDY_VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"variant {unknown[0]!r} is unknown: one of {', '.join(VARIANTS)}")
+    layers = list(layers or STUDY_LAYERS)
+    if any(not isinstance(n, int) or n < 1 for n in layers):
+        raise ValueError(f"layers={layers} is invalid: integers >= 1")
+    jobs = [Job(profile, n, v, s) for n in layers for v in variants for s in (seeds or STUDY_SEEDS)]
+    for job in jobs:  # fail before running anything if a combination is invalid
+        make_config(profile, layers=job.layers, seed=job.seed, **VARIANTS[job.variant])
+    cut = parse_shard(shard)
+    return jobs[cut[0] - 1::cut[1]] if cut else jobs
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the notebook run gets SIGTERM if the grid process dies, so no orphan keeps
+    training a run the restarted grid wants (its kernel then exits on its own)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | None = None,
+            device: str | None = None) -> tuple[Job, str, str]:
+    """Execute notebook 03 for one job; return (job, final status, error text)."""
+    run_dir = job.run_dir(root)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    params = job.parameters(root, threads=threads, data_dir=data_dir, device=device)
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOK),
+           str(run_dir / NOTEBOOK), "-k", "python3", "--no-progress-bar", "-y", json.dumps(params)]
+    with open(run_dir / "papermill.log", "w") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              preexec_fn=_die_with_parent if os.name == "posix" else None)
+    status = read_status(run_dir)
+    if status["status"] in DONE:
+        return job, status["status"], ""
+    error = status.get("error") or _tail(run_dir / "papermill.log") or f"papermill exit {proc.returncode}"
+    return job, "failed", error
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    text = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1,
+             shard: str | None = None, data_dir: str | None = None, device: str | None = None,
+             root: str | Path | None = None, progress: bool = True) -> dict:
+    """Run every unfinished job of the grid; returns counts and the failures."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs} is invalid: an integer >= 1")
+    root = Path(root) if root else results_root()
+    todo_all = plan(profile, layers, variants, seeds, shard)
+    done = [j for j in todo_all if read_status(j.run_dir(root))["status"] in DONE]
+    todo = [j for j in todo_all if j not in done]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    failures: list[tuple[Job, str]] = []
+    start = time.monotonic()
+    bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
+               disable=not progress)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_job, j, root, threads, data_dir, device) for j in todo]
+        for fut in as_completed(futures):
+            job, status, error = fut.result()
+            if status == "failed":
+                failures.append((job, error))
+                bar.write(f"failed: {job.name}: {error}")
+            bar.update(1)
+    bar.close()
+    summary = {"profile": profile, "total": len(todo_all), "skipped": len(done),
+               "ran": len(todo), "failed": [(j.name, e) for j, e in failures],
+               "seconds": time.monotonic() - start, "jobs": jobs, "threads_per_job": threads}
+    return summary

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lmreport {train,bench,profiles} ...``.
+"""Command line: ``python -m lmreport {train,grid,report,bench,profiles,variants} ...``.
 
 The ``train`` flags are generated from the fields of ``RunConfig`` (``--emsize``,
 ``--dropouth``, ``--c-mode`` ...), with the field's comment as help, so the CLI cannot
@@ -15,6 +15,10 @@ from dataclasses import MISSING, fields
 
 from .config import OPTIMIZERS, PROFILES, RUNTIME_FIELDS, RunConfig, make_config
 from .data import DataError
+
+
+RESULTS_HELP = ("folder holding <profile>/runs (default: results/ of the checkout), e.g. a "
+                "mounted Google Drive folder so a disconnected Colab runtime resumes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,8 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--threads", type=int, default=None)
     p_bench.add_argument("--out", default=None, help="JSON file (default: results/bench/...)")
 
+    p_grid = sub.add_parser("grid", help="run a grid of runs through notebook 03 with papermill")
+    _add_grid_flags(p_grid)
+    p_grid.add_argument("--shard", default=None, metavar="I/N", help="run every N-th job from the I-th")
+
+    p_report = sub.add_parser("report", help="build results/<profile>/report.html (and .pdf)")
+    p_report.add_argument("--profile", required=True, choices=list(PROFILES))
+    p_report.add_argument("--train", action="store_true", help="first run the missing grid runs")
+    p_report.add_argument("--jobs", type=int, default=None, help="runs at once with --train")
+    p_report.add_argument("--data-dir", default=None)
+    p_report.add_argument("--results-dir", default=None, help=RESULTS_HELP)
+    p_report.add_argument("--no-pdf", dest="pdf", action="store_false")
+    p_report.add_argument("--no-progress", dest="progress", action="store_false")
+
     sub.add_parser("profiles", help="print the run profiles and what they change")
+    sub.add_parser("variants", help="print the named variants a grid can run")
     return parser
+
+
+def _add_grid_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", required=True, choices=list(PROFILES))
+    parser.add_argument("--layers", type=int, nargs="+", default=None, help="default: 1 2 3")
+    parser.add_argument("--variants", nargs="+", default=None, help="default: the study's five")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 141 6 42")
+    parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: the profile's)")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--results-dir", default=None, help=RESULTS_HELP)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,12 +143,43 @@ def main(argv: list[str] | None = None) -> int:
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,
                       eval_tokens=args.eval_tokens, device=args.device, threads=args.threads,
                       out=args.out)
+        elif args.command == "grid":
+            from .grid import run_grid
+            summary = run_grid(args.profile, args.layers, args.variants, args.seeds,
+                               jobs=args.jobs or PROFILES[args.profile].grid_jobs, shard=args.shard,
+                               data_dir=args.data_dir, device=args.device, root=args.results_dir,
+                               progress=args.progress)
+            print(f"grid {summary['profile']}: {summary['total']} runs, {summary['skipped']} already done, "
+                  f"{summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
+                  f"({summary['jobs']} at once, {summary['threads_per_job']} threads each), "
+                  f"{len(summary['failed'])} failed")
+            for name, error in summary["failed"]:
+                print(f"  failed {name}: {error}")
+            return 1 if summary["failed"] else 0
+        elif args.command == "report":
+            from .build import build_report
+            result = build_report(args.profile, train=args.train, jobs=args.jobs, pdf=args.pdf,
+                                  root=args.results_dir, data_dir=args.data_dir, progress=args.progress)
+            for key in ("html", "pdf"):
+                if key in result:
+                    print(f"wrote {result[key]}")
+            if "pdf_hint" in result:
+                print(result["pdf_hint"])
+            for name, error in result["failed"]:
+                print(f"  failed {name}: {error}")
+            return 1 if result["failed"] else 0
+        elif args.command == "variants":
+            from .grid import STUDY_VARIANTS, VARIANTS
+            for name, spec in VARIANTS.items():
+                mark = "*" if name in STUDY_VARIANTS else " "
+                print(f"{mark} {name:24s} " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+            print("* the study's variants (the default of grid and report)")
         elif args.command == "profiles":
             for name, profile in PROFILES.items():
                 changes = ", ".join(f"{k}={v}" for k, v in profile.overrides.items()) or "none"
                 lrs = ", ".join(f"{k} lr={v}" for k, v in profile.lr.items())
                 print(f"{name}: {profile.description}\n  changes: {changes}"
-                      + (f"; {lrs}" if lrs else ""))
+                      + (f"; {lrs}" if lrs else "") + f"; grid jobs: {profile.grid_jobs}")
     except (ValueError, DataError) as err:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 2

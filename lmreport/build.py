@@ -1,0 +1,99 @@
+"""The report build: execute the report notebooks with papermill, convert with nbconvert.
+
+``python -m lmreport report --profile P [--train]`` runs (with ``--train``) the profile's
+missing grid runs, executes notebooks 01, 02 and 04 into ``results/<P>/notebooks/``, joins
+them into one notebook and writes ``results/<P>/report.html`` (code hidden, figures
+embedded) and, where xelatex is installed, ``results/<P>/report.pdf``.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+from nbconvert import HTMLExporter, PDFExporter
+
+from .grid import notebooks_dir, results_root, run_grid
+from .report import figures_dir
+
+REPORT_NOTEBOOKS = ("01_landscape_modification.ipynb", "02_adabelief_derivation.ipynb", "04_report.ipynb")
+HIDDEN_TAGS = {"parameters", "injected-parameters"}
+LATEX_TEMPLATE = Path(__file__).parent / "templates" / "latex_unicode"
+PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-xetex "
+            "texlive-fonts-recommended texlive-plain-generic pandoc fonts-dejavu)")
+
+
+def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
+                      data_dir: str | None = None, notebook_params: dict | None = None) -> list[Path]:
+    """Run 01, 02 and 04 headless; executed copies go to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = {
+        "01_landscape_modification.ipynb": {"figures_dir": str(figures)},
+        "02_adabelief_derivation.ipynb": {"figures_dir": str(figures), "data_dir": data_dir or "",
+                                          "trace_dir": str(root.resolve() / "tmp" / "02_loss_trace")},
+        "04_report.ipynb": {"profile": profile, "results_root": str(root.resolve()),
+                            "figures_dir": str(figures / profile)},
+    }
+    paths = []
+    for name in REPORT_NOTEBOOKS:
+        target = out_dir / name
+        pm.execute_notebook(notebooks_dir() / name, target,
+                            parameters={**params[name], **(notebook_params or {}).get(name, {})},
+                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+        paths.append(target)
+    return paths
+
+
+def combine(paths: list[Path], title: str) -> nbformat.NotebookNode:
+    """One notebook from several, without their parameter cells."""
+    first = nbformat.read(paths[0], as_version=4)
+    book = copy.deepcopy(first)
+    book.cells = []
+    for i, path in enumerate(paths):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if not HIDDEN_TAGS & set(cell.metadata.get("tags", [])):
+                cell["id"] = f"nb{i}-{cell.get('id', len(book.cells))}"  # ids stay unique
+                book.cells.append(cell)
+    book.metadata["title"] = title
+    book.metadata.pop("papermill", None)
+    return book
+
+
+def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf: bool = True,
+                 root: str | Path | None = None, data_dir: str | None = None, progress: bool = True,
+                 figures_root: str | Path | None = None, notebook_params: dict | None = None) -> dict:
+    """Build the report of a profile; returns what was written (and any grid failures).
+
+    ``root`` holds ``<profile>/runs`` (default: the checkout's results/); figures go to
+    ``figures_root`` (default: the checkout's figures/, profile figures in a subfolder).
+    ``notebook_params`` adds papermill parameters per notebook file name (e.g. fewer toy
+    runs for a quick build).
+    """
+    root = Path(root) if root else results_root()
+    figures = Path(figures_root) if figures_root else figures_dir()
+    result = {"failed": []}
+    if train:
+        from .config import PROFILES
+        summary = run_grid(profile, jobs=jobs or PROFILES[profile].grid_jobs, data_dir=data_dir,
+                           root=root, progress=progress)
+        result["failed"] = summary["failed"]
+    paths = execute_notebooks(profile, root, root / profile / "notebooks", figures, data_dir,
+                              notebook_params)
+    book = combine(paths, f"lmreport: AdaBelief-LM on Penn Treebank ({profile} profile)")
+    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(book)
+    result["html"] = root / profile / "report.html"
+    result["html"].write_text(html, encoding="utf-8")
+    if pdf and shutil.which("xelatex"):
+        exporter = PDFExporter(extra_template_paths=[str(LATEX_TEMPLATE)], template_file="lmreport.tex.j2",
+                               exclude_input=True,
+                               exclude_input_prompt=True, exclude_output_prompt=True)
+        body, _ = exporter.from_notebook_node(book, resources={"metadata": {"path": str(root / profile)}})
+        result["pdf"] = root / profile / "report.pdf"
+        result["pdf"].write_bytes(body)
+    elif pdf:
+        result["pdf_hint"] = PDF_HINT
+    return result

@@ -1,0 +1,125 @@
+"""Grid runner and report build: planning, skipping, kill-and-restart, tables, HTML."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from lmreport.build import build_report
+from lmreport.grid import VARIANTS, Job, plan, run_grid
+from lmreport.train import read_metrics, read_status
+
+TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds"]
+SMALL = dict(layers=[1], variants=["adabelief", "lm-cbrt"], seeds=[141, 6])
+
+
+def test_default_plan_is_the_study_grid_and_shards_partition_it():
+    jobs = plan("paper")
+    assert len(jobs) == 45
+    assert {j.variant for j in jobs} == {"adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt"}
+    assert {j.seed for j in jobs} == {141, 6, 42} and {j.layers for j in jobs} == {1, 2, 3}
+    parts = [plan("paper", shard=f"{i}/3") for i in (1, 2, 3)]
+    assert sorted(sum(parts, []), key=jobs.index) == jobs and all(len(p) == 15 for p in parts)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variants=["lm-x3"]), "variant 'lm-x3' is unknown"),
+    (dict(shard="4/3"), "shard='4/3'"), (dict(shard="a/b"), "shard='a/b'"),
+    (dict(layers=[0]), "layers"),
+])
+def test_bad_grid_requests_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plan("smoke", **kwargs)
+
+
+def test_variant_parameters_map_onto_notebook_03(tmp_path):
+    p = Job("cpu", 2, "lm-cbrt-czero", 6).parameters(tmp_path, threads=1)
+    assert (p["optimizer"], p["f"], p["c_mode"], p["overrides"], p["threads"]) == \
+        ("adabelief-lm", "cbrt", "zero", {}, 1)
+    p = Job("cpu", 1, "adabelief-whh-trained", 42).parameters(tmp_path)
+    assert (p["optimizer"], p["f"], p["overrides"]) == ("adabelief", None, {"wdrop_mode": "trained"})
+    assert p["run_dir"] == str((tmp_path / "cpu" / "runs" / "L1-adabelief-whh-trained-s42").resolve())
+    assert all(spec["optimizer"] for spec in VARIANTS.values())
+
+
+QUICK = {"01_landscape_modification.ipynb": {"n_runs": 100, "steps": 600},
+         "02_adabelief_derivation.ipynb": {"trace_tokens": 30_000, "trace_epochs": 1}}
+
+
+def _metrics(root):
+    out = {}
+    for folder in sorted((root / "smoke" / "runs").iterdir()):
+        out[folder.name] = read_metrics(folder).drop(columns=TIMING)
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_grid(tmp_path_factory, ptb_dir):
+    """A reduced smoke grid (1 layer x 2 variants x 2 seeds), run once for this module."""
+    root = tmp_path_factory.mktemp("grid")
+    summary = run_grid("smoke", **SMALL, jobs=2, root=root, data_dir=str(ptb_dir), progress=False)
+    assert summary["ran"] == 4 and not summary["failed"]
+    return root
+
+
+def test_finished_runs_are_skipped(smoke_grid, ptb_dir):
+    again = run_grid("smoke", **SMALL, jobs=2, root=smoke_grid, data_dir=str(ptb_dir), progress=False)
+    assert again["ran"] == 0 and again["skipped"] == 4
+
+
+def test_killed_grid_restarts_to_the_same_results(smoke_grid, tmp_path, ptb_dir):
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
+           "--variants", "adabelief", "lm-cbrt", "--seeds", "141", "6", "--jobs", "1",
+           "--results-dir", str(killed), "--data-dir", str(ptb_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / "smoke" / "runs" / "L1-adabelief-s141"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (first / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    state = read_status(first)["status"]
+    proc.kill()  # the grid dies without cleaning up; its notebook run gets SIGTERM
+    proc.wait()
+    assert state == "running", "the first run was not caught mid-way"
+    # The orphaned kernel notices within about a second that its parent is gone; it may
+    # finish the epoch it is in. The run lock keeps it and the restarted grid apart.
+    resumed = run_grid("smoke", **SMALL, jobs=2, root=killed, data_dir=str(ptb_dir), progress=False)
+    assert resumed["ran"] + resumed["skipped"] == 4 and resumed["ran"] >= 3 and not resumed["failed"]
+    a, b = _metrics(smoke_grid), _metrics(killed)
+    assert a.keys() == b.keys() and len(a) == 4
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
+
+
+def test_report_tables_and_html_and_the_hint_without_xelatex(smoke_grid, tmp_path, ptb_dir, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    result = build_report("smoke", root=smoke_grid, figures_root=tmp_path / "figures",
+                          data_dir=str(ptb_dir), notebook_params=QUICK)
+    assert "pdf" not in result and "texlive-xetex" in result["pdf_hint"]
+    tables = smoke_grid / "smoke" / "tables"
+    table = pd.read_csv(tables / "table_4_1_1layer.csv")
+    assert table["variant"].tolist() == ["adabelief", "lm-cbrt"] and table["n seeds"].tolist() == [2, 2]
+    assert table["published min_test"].tolist() == [84.3, 84.0]
+    runs = pd.read_csv(tables / "runs.csv")
+    assert len(runs) == 45 and (runs.status == "finished").sum() == 4
+    paired = pd.read_csv(tables / "paired_vs_adabelief.csv")
+    assert set(paired.variant) == {"lm-cbrt"} and set(paired["n pairs"]) == {2}
+    assert (tables / "conclusions.md").read_text().count("\n") >= 3
+    html = result["html"].read_text()
+    assert "Table 4.1" in html and "AdaBelief-LM ∛x" in html and "<img" in html
+    assert "injected-parameters" not in html and "Parameters (papermill)" not in html
+    for name in ("fig4_2_curves_1layer", "fig4_5_spread_1layer"):
+        assert (tmp_path / "figures" / "smoke" / f"{name}.png").is_file()
+
+
+@pytest.mark.skipif(shutil.which("xelatex") is None, reason="xelatex not installed (PDF route untested)")
+def test_pdf_report_is_built_with_xelatex(smoke_grid, tmp_path, ptb_dir):
+    result = build_report("smoke", root=smoke_grid, figures_root=tmp_path / "figures",
+                          data_dir=str(ptb_dir), notebook_params=QUICK)
+    assert result["pdf"].read_bytes()[:5] == b"%PDF-"

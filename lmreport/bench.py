@@ -1,37 +1,149 @@
-"""Speed of the paper-size models on this machine: ``python -m lmreport bench``.
+"""Speed of the models on this machine: ``python -m lmreport bench``.
 
-For each depth: training tokens/s of the full step the study ran (batch 20, bptt 70,
-AdaBelief-LM with the running-minimum c, clipping, AR/TAR, weight drop), and tokens/s
-of the batch-1 test evaluation. Inputs are random token ids, so no corpus is needed.
-Prints a table and writes JSON (device, torch version, threads) under results/bench/.
+For each depth of a profile's model (``paper`` by default): training tokens/s of the full
+step the study ran (batch 20, bptt 70, AdaBelief-LM with the running-minimum c, clipping,
+AR/TAR, weight drop), the optimizer-step time, batch-1 test-evaluation tokens/s and peak
+memory. Inputs are random token ids, so no corpus is needed. ``--compare`` also times, in
+the same process, a *reference-structured* step and evaluation — organised the way the
+study's published code was (below) — and prints the speed-ups. ``--jobs 1 2`` measures
+the aggregate training throughput of N concurrent processes with cores/N threads each,
+which is how ``grid --jobs N`` runs. Results are printed and saved as JSON under
+``results/bench/``.
+
+The reference-structured pieces are also the test oracle of the fast ones: the fast
+step reproduces the reference step bit for bit on CPU (tests/test_bench.py).
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.optim import Optimizer
 
 from .config import make_config
-from .data import repo_root
+from .data import get_batch, repo_root
 from .model import repackage_hidden
-from .train import build_model, build_optimizer, evaluate, select_device, train_step, tune_cpu_allocator
+from .optim import resolve_f
+from .regularize import activation_reg, temporal_activation_reg
+from .train import (build_model, build_optimizer, configure_numerics, evaluate, select_device,
+                    train_step, tune_cpu_allocator)
 
 VOCAB = 10_000
 
 
+# ------------------------------------------------------------ reference-structured code
+class ReferenceAdaBeliefLM(Optimizer):
+    """AdaBelief-LM organised like the study's published optimizer.
+
+    Per parameter, in a Python loop: build a full-size tensor of the excess loss
+    max(0, (U − c)·1), apply f to it, divide the gradient by f(...) + eps_lm, then the
+    AdaBelief steps one tensor at a time. The scale is one number, but it is recomputed
+    from freshly allocated parameter-sized tensors for every parameter at every step —
+    the cost the fast path removes. ``step(loss, c)`` takes c from the caller, as the
+    published loop did.
+    """
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-16, weight_decay=0.0, f="sqrt",
+                 eps_lm=1.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.f, self.eps_lm = resolve_f(f)[1], eps_lm
+
+    @torch.no_grad()
+    def step(self, loss, c):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                excess = torch.maximum(torch.zeros_like(grad), (loss - c) * torch.ones_like(grad))
+                grad = grad / (self.f(excess) + self.eps_lm)
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_var"] = torch.zeros_like(p)
+                if group["weight_decay"]:
+                    grad.add_(p, alpha=group["weight_decay"])
+                m, s = state["exp_avg"], state["exp_avg_var"]
+                state["step"] += 1
+                t = state["step"]
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                residual = grad - m
+                s.mul_(beta2).addcmul_(residual, residual, value=1 - beta2)
+                denom = (s.add_(group["eps"]).sqrt() / math.sqrt(1 - beta2 ** t)).add_(group["eps"])
+                p.addcdiv_(m, denom, value=-group["lr"] / (1 - beta1 ** t))
+
+
+def reference_train_step(model, optimizer: ReferenceAdaBeliefLM, c, data, targets, hidden, config, params):
+    """The published loop's step around the reference optimizer; returns (U, new c, hidden)."""
+    optimizer.zero_grad()
+    output, hidden, raw_outputs, dropped_outputs = model(data, hidden, return_h=True)
+    loss = F.cross_entropy(model.logits(output).view(-1, model.vocab_size), targets)
+    if config.alpha:
+        loss = loss + activation_reg(dropped_outputs[-1], config.alpha)
+    if config.beta:
+        loss = loss + temporal_activation_reg(raw_outputs[-1], config.beta)
+    loss.backward()
+    c = loss.detach() if c is None else torch.minimum(c, loss.detach())
+    if config.clip:
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
+    optimizer.step(loss.detach(), c)
+    return loss.detach(), c, hidden
+
+
+def reference_evaluate(model, data: torch.Tensor, bptt: int) -> float:
+    """The published evaluation: windows of ``bptt`` rows, autograd left on, float32 sum."""
+    model.eval()
+    hidden = model.init_hidden(data.size(1))
+    total = 0.0
+    for i in range(0, data.size(0) - 1, bptt):
+        x, y = get_batch(data, i, bptt)
+        output, hidden = model(x, hidden)
+        total = total + len(x) * F.cross_entropy(model.logits(output).view(-1, model.vocab_size), y).data
+        hidden = repackage_hidden(hidden)
+    return float(total) / data.size(0)
+
+
+# ------------------------------------------------------------------------- timing
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def bench_model(layers: int, steps: int = 8, warmup: int = 2, eval_tokens: int = 5600,
-                device: torch.device | None = None) -> dict:
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _timed(fn, n: int, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def bench_model(layers: int, profile: str = "paper", steps: int = 8, warmup: int = 2,
+                eval_tokens: int = 5600, device: torch.device | None = None, compare: bool = False,
+                tf32: bool = False) -> dict:
     device = device or select_device("auto")
-    config = make_config("paper", layers=layers, optimizer="adabelief-lm", f="sqrt", seed=0)
+    config = make_config(profile, layers=layers, optimizer="adabelief-lm", f="sqrt", seed=0, tf32=tf32)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     model = build_model(config, VOCAB).to(device)
     params = list(model.parameters())
@@ -39,50 +151,106 @@ def bench_model(layers: int, steps: int = 8, warmup: int = 2, eval_tokens: int =
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(VOCAB, (config.bptt + 1, config.batch_size), generator=gen).to(device)
     data, targets = tokens[:-1], tokens[1:].reshape(-1)
-    hidden = model.init_hidden(config.batch_size)
+    state = {"hidden": model.init_hidden(config.batch_size)}
     model.train()
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            start = time.perf_counter()
-        _, _, hidden = train_step(model, optimizer, lm, data, targets, repackage_hidden(hidden),
-                                  config, params)
-    _sync(device)
-    train_s = time.perf_counter() - start
+
+    def fast_step():
+        _, loss, state["hidden"] = train_step(model, optimizer, lm, data, targets,
+                                              repackage_hidden(state["hidden"]), config, params)
+        state["loss"] = loss
+
+    _timed(fast_step, warmup, device)
+    train_s = _timed(fast_step, steps, device)
+    opt_s = _timed(lambda: (lm.apply_(params, state["loss"]), optimizer.step()), steps, device)
     test = torch.randint(VOCAB, (eval_tokens, 1), generator=gen).to(device)
     evaluate(model, test[: config.bptt * 2], config.bptt)  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    evaluate(model, test, config.bptt)
-    _sync(device)
-    eval_s = time.perf_counter() - start
-    return {"layers": layers, "train_tokens_per_s": steps * data.numel() / train_s,
-            "step_ms": 1000 * train_s / steps, "test_eval_tokens_per_s": eval_tokens / eval_s}
+    eval_s = _timed(lambda: evaluate(model, test, config.bptt), 1, device)
+    row = {"layers": layers, "train_tokens_per_s": steps * data.numel() / train_s,
+           "step_ms": 1000 * train_s / steps, "optimizer_step_ms": 1000 * opt_s / steps,
+           "test_eval_tokens_per_s": eval_tokens / eval_s, "peak_memory_mb": _peak_mb(device)}
+    if compare:
+        ref_opt = ReferenceAdaBeliefLM(params, lr=config.lr, betas=config.betas, eps=config.eps,
+                                       weight_decay=config.wdecay, f="sqrt")
+        ref = {"c": None, "hidden": model.init_hidden(config.batch_size)}
+        model.train()
+
+        def reference_step():
+            ref["loss"], ref["c"], ref["hidden"] = reference_train_step(
+                model, ref_opt, ref["c"], data, targets, repackage_hidden(ref["hidden"]), config, params)
+
+        _timed(reference_step, warmup, device)
+        ref_train_s = _timed(reference_step, steps, device)
+        ref_opt_s = _timed(lambda: ref_opt.step(ref["loss"], ref["c"]), steps, device)
+        ref_eval_s = _timed(lambda: reference_evaluate(model, test, config.bptt), 1, device)
+        row.update({"reference_train_tokens_per_s": steps * data.numel() / ref_train_s,
+                    "reference_optimizer_step_ms": 1000 * ref_opt_s / steps,
+                    "reference_test_eval_tokens_per_s": eval_tokens / ref_eval_s,
+                    "speedup_train_step": ref_train_s / train_s,
+                    "speedup_optimizer_step": ref_opt_s / opt_s,
+                    "speedup_test_eval": ref_eval_s / eval_s})
+    return row
+
+
+def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
+    """Aggregate training tokens/s of ``jobs`` concurrent processes, cores/jobs threads each."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = [Path(tmp) / f"{k}.json" for k in range(jobs)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        procs = [subprocess.Popen([sys.executable, "-m", "lmreport", "bench", "--profile", profile,
+                                   "--layers", str(layers), "--steps", str(steps), "--eval-tokens", "140",
+                                   "--threads", str(threads), "--out", str(out)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for out in outs]
+        for proc in procs:
+            if proc.wait() != 0:
+                raise RuntimeError(f"benchmark process failed: {proc.stderr.read().strip()[-300:]}")
+        rates = [json.loads(out.read_text())["results"][0]["train_tokens_per_s"] for out in outs]
+    return {"profile": profile, "layers": layers, "jobs": jobs, "threads_per_job": threads,
+            "aggregate_train_tokens_per_s": sum(rates)}
 
 
 def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: int = 5600,
-              device: str = "auto", threads: int | None = None, out: str | None = None) -> dict:
+              device: str = "auto", threads: int | None = None, out: str | None = None,
+              profile: str = "paper", compare: bool = False, jobs=None, tf32: bool = False) -> dict:
     if threads:
         torch.set_num_threads(threads)
     tuned = tune_cpu_allocator()
     dev = select_device(device)
-    rows = []
-    print(f"device {dev} | torch {torch.__version__} | threads {torch.get_num_threads()}")
-    print(f"{'layers':>6} {'train tok/s':>12} {'step ms':>9} {'test-eval tok/s':>16}")
-    for n in layers:
-        row = bench_model(n, steps, warmup, eval_tokens, dev)
-        rows.append(row)
-        print(f"{n:>6} {row['train_tokens_per_s']:>12,.0f} {row['step_ms']:>9,.0f} "
-              f"{row['test_eval_tokens_per_s']:>16,.0f}", flush=True)
+    if dev.type == "cuda":
+        configure_numerics(tf32)
     record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": str(dev),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "host": platform.node(),
-        "fast_malloc": tuned,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "host": platform.node(), "fast_malloc": tuned, "tf32": tf32, "profile": profile,
         "batch_size": 20, "bptt": 70, "steps": steps, "warmup": warmup, "eval_tokens": eval_tokens,
-        "results": rows,
     }
+    print(f"device {dev} ({record['device_name']}) | torch {torch.__version__} | "
+          f"threads {torch.get_num_threads()} | profile {profile}")
+    if jobs:
+        record["throughput"] = []
+        print(f"{'layers':>6} {'jobs':>5} {'threads/job':>12} {'aggregate train tok/s':>22}")
+        for n in layers:
+            for j in jobs:
+                row = throughput(profile, n, j, steps)
+                record["throughput"].append(row)
+                print(f"{n:>6} {j:>5} {row['threads_per_job']:>12} {row['aggregate_train_tokens_per_s']:>22,.0f}",
+                      flush=True)
+    else:
+        record["results"] = []
+        head = f"{'layers':>6} {'train tok/s':>12} {'step ms':>8} {'opt ms':>7} {'test-eval tok/s':>16} {'peak MB':>8}"
+        print(head + ("   speed-up: step  optimizer  test-eval" if compare else ""))
+        for n in layers:
+            row = bench_model(n, profile, steps, warmup, eval_tokens, dev, compare, tf32)
+            record["results"].append(row)
+            line = (f"{n:>6} {row['train_tokens_per_s']:>12,.0f} {row['step_ms']:>8,.0f} "
+                    f"{row['optimizer_step_ms']:>7,.1f} {row['test_eval_tokens_per_s']:>16,.0f} "
+                    f"{row['peak_memory_mb']:>8,.0f}")
+            if compare:
+                line += (f"   {row['speedup_train_step']:>12.2f}x {row['speedup_optimizer_step']:>9.2f}x "
+                         f"{row['speedup_test_eval']:>10.2f}x")
+            print(line, flush=True)
     path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
         f"bench-{dev.type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

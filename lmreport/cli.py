@@ -90,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p_train)
 
     p_bench = sub.add_parser("bench", help="speed of the paper-size models on this machine")
+    p_bench.add_argument("--profile", default="paper", choices=list(PROFILES), help="whose model sizes")
     p_bench.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
+    p_bench.add_argument("--compare", action="store_true",
+                         help="also time the reference-structured step and evaluation; print speed-ups")
+    p_bench.add_argument("--jobs", type=int, nargs="+", default=None, metavar="N",
+                         help="instead: aggregate training tokens/s of N concurrent processes")
+    p_bench.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 (default: IEEE fp32)")
     p_bench.add_argument("--steps", type=int, default=8, help="timed training steps per model")
     p_bench.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p_bench.add_argument("--eval-tokens", type=int, default=5600,
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import run_bench
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,
                       eval_tokens=args.eval_tokens, device=args.device, threads=args.threads,
-                      out=args.out)
+                      out=args.out, profile=args.profile, compare=args.compare, jobs=args.jobs,
+                      tf32=args.tf32)
         elif args.command == "grid":
             from .grid import run_grid
             summary = run_grid(args.profile, args.layers, args.variants, args.seeds,

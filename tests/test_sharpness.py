@@ -1,0 +1,83 @@
+"""Sharpness measures: the finite-difference HVP against exact double backward, and the rest."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmreport.model import AWDLSTM
+from lmreport.sharpness import (Objective, SharpnessConfig, filter_normalized_direction, hutchinson,
+                                lanczos, measure, measurement_mode)
+
+CFG = SharpnessConfig(batches=2, batch_size=3, bptt=6, burn_in=4, lanczos_steps=8, hutchinson_probes=6,
+                      average_samples=3, worst_steps=2, slice_points=5)
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    model = AWDLSTM(30, 2, emsize=6, nhid=8)
+    tokens = torch.randint(30, (600,), generator=torch.Generator().manual_seed(1))
+    return model, tokens
+
+
+def exact_hvp(obj: Objective, v):
+    with measurement_mode(obj.model):
+        loss = sum(obj._batch_loss(*b) for b in obj.batches) / len(obj.batches)
+        grads = torch.autograd.grad(loss, obj.params, create_graph=True)
+        dot = sum((g * t).sum() for g, t in zip(grads, v))
+        return [h.detach() for h in torch.autograd.grad(dot, obj.params)]
+
+
+def test_finite_difference_hvp_matches_double_backward(tiny):
+    model, tokens = tiny
+    obj = Objective(model, tokens, CFG)
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        v = [torch.randn(p.shape, generator=gen) for p in obj.params]
+        fd, exact = obj.hvp(v), exact_hvp(obj, v)
+        num = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(fd, exact)))
+        den = torch.sqrt(sum((b ** 2).sum() for b in exact))
+        assert float(num / den) < 1e-2
+    assert all(torch.equal(p, w0) for p, w0 in zip(obj.params, obj.origin))  # weights restored
+
+
+def test_frozen_recurrent_matrices_are_not_measured(tiny):
+    model, tokens = tiny
+    names = [n for n, p in model.named_parameters() if any(p is q for q in Objective(model, tokens, CFG).params)]
+    assert not any(n.endswith("weight_hh_l0") for n in names)
+    model.rnns[0].mode = "trained"
+    names = [n for n, p in model.named_parameters() if any(p is q for q in Objective(model, tokens, CFG).params)]
+    assert "rnns.0.weight_hh_l0" in names
+
+
+def test_lanczos_and_hutchinson_on_a_known_matrix():
+    torch.manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(40, 40, dtype=torch.float64))
+    eig = torch.linspace(-2, 5, 40, dtype=torch.float64)
+    H = q @ torch.diag(eig) @ q.T
+    hvp = lambda v: [H @ v[0]]  # noqa: E731
+    like = [torch.zeros(40, dtype=torch.float64)]
+    out = lanczos(hvp, like, 40, torch.Generator().manual_seed(0))
+    assert out["lambda_max"] == pytest.approx(5.0, abs=1e-6) and out["lambda_min"] == pytest.approx(-2.0, abs=1e-6)
+    tr = hutchinson(hvp, like, 400, torch.Generator().manual_seed(0))
+    assert abs(tr["trace"] - float(eig.sum())) < 4 * tr["trace_stderr"]
+
+
+def test_filter_normalised_direction_rows_match_weight_rows():
+    w = [torch.randn(5, 3), torch.randn(4)]
+    d = filter_normalized_direction(w, torch.Generator().manual_seed(0))
+    assert torch.allclose(d[0].norm(dim=1), w[0].norm(dim=1)) and torch.equal(d[1], torch.zeros(4))
+
+
+def test_measure_returns_every_measure_and_leaves_the_model_as_it_was(tiny):
+    model, tokens = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    out = measure(model, tokens, CFG)
+    for key in ("loss", "weight_norm", "lambda_max", "lambda_min", "trace", "trace_stderr",
+                "avg_sharpness_0.01", "worst_sharpness_0.001", "slice_loss", "hvp_seconds"):
+        assert key in out and np.all(np.isfinite(out[key])), key
+    assert out["lambda_max"] >= out["lambda_min"]
+    assert out["slice_loss"][len(out["slice_loss"]) // 2] == pytest.approx(out["loss"], rel=1e-5)
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

@@ -18,7 +18,14 @@ from nbconvert import HTMLExporter, PDFExporter
 from .grid import notebooks_dir, results_root, run_grid
 from .report import figures_dir
 
-REPORT_NOTEBOOKS = ("01_landscape_modification.ipynb", "02_adabelief_derivation.ipynb", "04_report.ipynb")
+REPORT_NOTEBOOKS = ("01_landscape_modification.ipynb", "02_adabelief_derivation.ipynb", "04_report.ipynb",
+                    "05_sharpness.ipynb", "06_published_audit.ipynb", "07_generation.ipynb")
+# Per-profile papermill settings: smoke models are measured with few iterations so the
+# whole smoke report builds in minutes.
+PROFILE_PARAMS = {
+    "smoke": {"05_sharpness.ipynb": dict(batches=1, lanczos_steps=5, hutchinson_probes=4,
+                                          average_samples=2, worst_steps=1, slice_points=5)},
+}
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
 LATEX_TEMPLATE = Path(__file__).parent / "templates" / "latex_unicode"
 PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-xetex "
@@ -35,7 +42,15 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
                                           "trace_dir": str(root.resolve() / "tmp" / "02_loss_trace")},
         "04_report.ipynb": {"profile": profile, "results_root": str(root.resolve()),
                             "figures_dir": str(figures / profile)},
+        "05_sharpness.ipynb": {"profile": profile, "results_root": str(root.resolve()),
+                               "figures_dir": str(figures / profile), "data_dir": data_dir or ""},
+        "06_published_audit.ipynb": {"profile": profile, "results_root": str(root.resolve()),
+                                     "figures_dir": str(figures)},
+        "07_generation.ipynb": {"profile": profile, "results_root": str(root.resolve()),
+                                "data_dir": data_dir or ""},
     }
+    for name, extra in PROFILE_PARAMS.get(profile, {}).items():
+        params[name].update(extra)
     paths = []
     for name in REPORT_NOTEBOOKS:
         target = out_dir / name

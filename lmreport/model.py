@@ -123,3 +123,29 @@ def generate(model: AWDLSTM, dictionary, prompt: str, n_words: int = 30) -> list
     finally:
         model.train(was_training)
     return words
+
+
+@torch.inference_mode()
+def continuation_logprobs(model: AWDLSTM, prefix: list[int], continuation: list[int]) -> torch.Tensor:
+    """log p(continuation[k] | prefix + continuation[:k]) for every k (teacher forcing)."""
+    was_training = model.training
+    model.eval()
+    device = model.encoder.weight.device
+    ids = torch.tensor(prefix + continuation, device=device).view(-1, 1)  # (T, 1)
+    try:
+        output, _ = model(ids[:-1], model.init_hidden(1))
+        logp = torch.log_softmax(model.logits(output.squeeze(1)), dim=-1)  # (T-1, V)
+        targets = ids[len(prefix):, 0]
+        return logp[len(prefix) - 1:].gather(1, targets.view(-1, 1)).squeeze(1).cpu()
+    finally:
+        model.train(was_training)
+
+
+def find_in_stream(stream: torch.Tensor, pattern: list[int]) -> int | None:
+    """First position where ``pattern`` occurs in a 1-D token stream, or None."""
+    n = len(pattern)
+    if n == 0 or n > stream.numel():
+        return None
+    windows = stream.unfold(0, n, 1)  # (N-n+1, n)
+    hits = (windows == torch.tensor(pattern, dtype=stream.dtype)).all(dim=1).nonzero()
+    return int(hits[0]) if len(hits) else None

@@ -342,3 +342,19 @@ def format_paired(paired):
         "better on": [f"{b:.0f} of {n}" if b == b else "–" for b, n in
                       zip(paired.get("seeds better", [float("nan")] * len(paired)), paired["n pairs"])],
     })
+
+
+# Seed texts of the study's Appendix C (Tables C.1 and C.2). The second reads "now over" in
+# the thesis's seed column, but its generated rows (and PTB's validation text) read "over now".
+APPENDIX_C_PROMPTS = (
+    "makes some executives nervous <eos> last year the research",
+    "those days are over now he believes <eos> competition from",
+    "why would he ever",
+    "neither the environmental protection agency nor the",
+    "futures prices had been headed up on expectations that world oil demand will continue to be "
+    "strong <eos> the organization of petroleum",
+    "the group had an operating profit",
+    "that fund was put together by blackstone group a new york investment bank <eos> the latest two "
+    "funds were assembled jointly by",
+    "blue arrow was able to pull off the $",
+)

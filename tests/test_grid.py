@@ -114,8 +114,14 @@ def test_report_tables_and_html_and_the_hint_without_xelatex(smoke_grid, tmp_pat
     html = result["html"].read_text()
     assert "Table 4.1" in html and "AdaBelief-LM ∛x" in html and "<img" in html
     assert "injected-parameters" not in html and "Parameters (papermill)" not in html
-    for name in ("fig4_2_curves_1layer", "fig4_5_spread_1layer"):
+    for name in ("fig4_2_curves_1layer", "fig4_5_spread_1layer", "sharpness_vs_test_perplexity"):
         assert (tmp_path / "figures" / "smoke" / f"{name}.png").is_file()
+    # notebooks 05-07 ran on the same runs
+    sharp = pd.read_csv(tables / "sharpness_runs.csv")
+    assert len(sharp) == 4 and (sharp.lambda_max >= sharp.lambda_min).all()
+    assert len(pd.read_csv(tables / "appendix_c_continuations.csv")) == 8
+    assert "Did landscape modification find flatter minima" in html and "Appendix C" in html
+    assert "An audit of the published runs" in html
 
 
 @pytest.mark.skipif(shutil.which("xelatex") is None, reason="xelatex not installed (PDF route untested)")

@@ -176,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  failed {name}: {error}")
             return 1 if result["failed"] else 0
         elif args.command == "variants":
-            from .grid import STUDY_VARIANTS, VARIANTS
+            from .grid import DERIVED_VARIANTS, STUDY_VARIANTS, VARIANTS
             for name, spec in VARIANTS.items():
                 mark = "*" if name in STUDY_VARIANTS else " "
                 print(f"{mark} {name:24s} " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+            for name, fn in DERIVED_VARIANTS.items():
+                print(f"  {name:24s} " + fn.__doc__.strip().splitlines()[0])
             print("* the study's variants (the default of grid and report)")
         elif args.command == "profiles":
             for name, profile in PROFILES.items():

@@ -50,6 +50,39 @@ VARIANTS: dict[str, dict] = {
     "sgd": dict(optimizer="sgd"),
 }
 STUDY_VARIANTS = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
+
+
+def _decay_times_x2_factor(profile: str, layers: int, seed: int, root: Path) -> dict:
+    """AdaBelief whose L2 decay is multiplied by the LM factor the matching x² run saw.
+
+    AdaBelief ignores a constant factor on the gradient, so LM with denominator d acts like
+    AdaBelief with its decay multiplied by d (notebook 02). The factor is taken from the
+    finished ``lm-x2`` run of the same profile, depth and seed: D = 1 / mean over epochs of
+    the epoch's mean LM scale, i.e. the harmonic mean of d = f((U − c)_+) + 1 over the run's
+    batches (epochs have nearly equal batch counts). The harmonic mean is below the
+    arithmetic one by about mean·CV², negligible for x² under the running minimum.
+    """
+    from .train import read_metrics
+
+    run = root / profile / "runs" / f"L{layers}-lm-x2-s{seed}"
+    if read_status(run)["status"] != "finished":
+        raise ValueError(f"variant adabelief-wdx2 needs the finished run {run.name} of profile "
+                         f"{profile}; run the study grid first")
+    factor = 1.0 / float(read_metrics(run)["lm_scale"].mean())
+    return dict(optimizer="adabelief", wdecay=make_config(profile, layers=layers).wdecay * factor)
+
+
+# Variants whose settings are derived from other runs: name -> f(profile, layers, seed, root).
+DERIVED_VARIANTS = {"adabelief-wdx2": _decay_times_x2_factor}
+
+
+def variant_overrides(variant: str, profile: str, layers: int, seed: int, root: Path | None = None) -> dict:
+    """The RunConfig overrides of a named variant for one (profile, layers, seed)."""
+    if variant in DERIVED_VARIANTS:
+        return DERIVED_VARIANTS[variant](profile, layers, seed, root or results_root())
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} is unknown: one of {', '.join(list(VARIANTS) + list(DERIVED_VARIANTS))}")
+    return dict(VARIANTS[variant])
 STUDY_LAYERS = (1, 2, 3)
 STUDY_SEEDS = (141, 6, 42)
 NOTEBOOK = "03_train_lstm.ipynb"
@@ -71,7 +104,7 @@ class Job:
 
     def parameters(self, root: Path, **runtime) -> dict:
         """Papermill parameters of notebook 03 for this run (absolute paths)."""
-        overrides = dict(VARIANTS[self.variant])
+        overrides = variant_overrides(self.variant, self.profile, self.layers, self.seed, root)
         params = {"profile": self.profile, "layers": self.layers, "seed": self.seed,
                   "variant": self.variant, "optimizer": overrides.pop("optimizer"),
                   "f": overrides.pop("f", None), "c_mode": overrides.pop("c_mode", "running_min"),
@@ -102,20 +135,27 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def plan(profile: str, layers=None, variants=None, seeds=None, shard: str | None = None) -> list[Job]:
-    """The grid's runs in a fixed order (shard i/n takes every n-th from the i-th)."""
+def plan(profile: str, layers=None, variants=None, seeds=None, shard: str | None = None,
+         root: Path | None = None, check: bool = True) -> list[Job]:
+    """The grid's runs in a fixed order (shard i/n takes every n-th from the i-th).
+
+    With ``check`` every run's config is built first, so an invalid combination (or a
+    derived variant whose source runs are missing) fails before anything runs.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is invalid: one of {', '.join(PROFILES)}")
     variants = list(variants or STUDY_VARIANTS)
-    unknown = [v for v in variants if v not in VARIANTS]
+    known = list(VARIANTS) + list(DERIVED_VARIANTS)
+    unknown = [v for v in variants if v not in known]
     if unknown:
-        raise ValueError(f"variant {unknown[0]!r} is unknown: one of {', '.join(VARIANTS)}")
+        raise ValueError(f"variant {unknown[0]!r} is unknown: one of {', '.join(known)}")
     layers = list(layers or STUDY_LAYERS)
     if any(not isinstance(n, int) or n < 1 for n in layers):
         raise ValueError(f"layers={layers} is invalid: integers >= 1")
     jobs = [Job(profile, n, v, s) for n in layers for v in variants for s in (seeds or STUDY_SEEDS)]
-    for job in jobs:  # fail before running anything if a combination is invalid
-        make_config(profile, layers=job.layers, seed=job.seed, **VARIANTS[job.variant])
+    for job in jobs if check else []:
+        make_config(profile, layers=job.layers, seed=job.seed,
+                    **variant_overrides(job.variant, profile, job.layers, job.seed, root))
     cut = parse_shard(shard)
     return jobs[cut[0] - 1::cut[1]] if cut else jobs
 
@@ -161,7 +201,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     if jobs < 1:
         raise ValueError(f"jobs={jobs} is invalid: an integer >= 1")
     root = Path(root) if root else results_root()
-    todo_all = plan(profile, layers, variants, seeds, shard)
+    todo_all = plan(profile, layers, variants, seeds, shard, root)
     done = [j for j in todo_all if read_status(j.run_dir(root))["status"] in DONE]
     todo = [j for j in todo_all if j not in done]
     threads = max(1, (os.cpu_count() or 1) // jobs)

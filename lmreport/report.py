@@ -77,13 +77,16 @@ METRICS = {
 }
 
 
+DERIVED_LABELS = {"adabelief-wdx2": "AdaBelief, L2 × x² factor"}
+
+
 def variant_label(variant: str) -> str:
     from .grid import VARIANTS
     from .optim import F_LABELS
 
     spec = VARIANTS.get(variant)
     if spec is None:
-        return variant
+        return DERIVED_LABELS.get(variant, variant)
     name = {"adabelief": "AdaBelief", "adabelief-lm": "AdaBelief-LM", "adam": "Adam",
             "adam-lm": "Adam-LM", "sgd": "SGD", "sgd-lm": "SGD-LM"}[spec["optimizer"]]
     extras = [F_LABELS[spec["f"]]] if "f" in spec else []
@@ -91,13 +94,14 @@ def variant_label(variant: str) -> str:
     return " ".join([name, *extras])
 
 
-def _identify(config, profile: str):
+def _identify(config, profile: str, root: Path | None = None):
     """(layers, variant, seed) of a run directory's config, by matching the variant table."""
     from .config import make_config
-    from .grid import VARIANTS
+    from .grid import DERIVED_VARIANTS, VARIANTS, variant_overrides
 
-    for name, spec in VARIANTS.items():
+    for name in list(VARIANTS) + list(DERIVED_VARIANTS):
         try:
+            spec = variant_overrides(name, profile, config.layers, config.seed, root)
             candidate = make_config(profile, layers=config.layers, seed=config.seed, **spec)
         except ValueError:
             continue
@@ -129,11 +133,12 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
     from .train import read_metrics, read_status
 
     root = Path(root) if root else results_root()
-    expected = {(j.layers, j.variant, j.seed): j.run_dir(root) for j in plan(profile, layers, variants, seeds)}
+    expected = {(j.layers, j.variant, j.seed): j.run_dir(root)
+                for j in plan(profile, layers, variants, seeds, root=root, check=False)}
     found = {}
     runs_dir = root / profile / "runs"
     for config_path in sorted(runs_dir.glob("*/config.json")) if runs_dir.is_dir() else []:
-        key = _identify(RunConfig.from_json(config_path), profile)
+        key = _identify(RunConfig.from_json(config_path), profile, root)
         found[key] = config_path.parent
     rows, epochs = [], []
     for key in list(expected) + [k for k in found if k not in expected]:

@@ -129,3 +129,16 @@ def test_pdf_report_is_built_with_xelatex(smoke_grid, tmp_path, ptb_dir):
     result = build_report("smoke", root=smoke_grid, figures_root=tmp_path / "figures",
                           data_dir=str(ptb_dir), notebook_params=QUICK)
     assert result["pdf"].read_bytes()[:5] == b"%PDF-"
+
+
+def test_derived_decay_variant_reads_the_matching_x2_run(tmp_path):
+    from lmreport.grid import variant_overrides
+    with pytest.raises(ValueError, match="needs the finished run L2-lm-x2-s6"):
+        plan("smoke", layers=[2], variants=["adabelief-wdx2"], seeds=[6], root=tmp_path)
+    run = tmp_path / "smoke" / "runs" / "L2-lm-x2-s6"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"status": "finished"}')
+    pd.DataFrame({"epoch": [1, 2], "lm_scale": [0.8, 0.9]}).to_csv(run / "metrics.csv", index=False)
+    spec = variant_overrides("adabelief-wdx2", "smoke", 2, 6, tmp_path)
+    assert spec == {"optimizer": "adabelief", "wdecay": pytest.approx(1.2e-6 / 0.85)}
+    assert len(plan("smoke", layers=[2], variants=["adabelief-wdx2"], seeds=[6], root=tmp_path)) == 1

@@ -43,9 +43,8 @@ def test_smoke_profile_two_epochs_on_ptb(ptb_dir, tmp_path):
     assert m.lm_scale.between(0, 1).all() and m.lm_U.gt(0).all()
 
 
-def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus, monkeypatch):
-    straight = read_metrics(train(_tiny(tmp_path / "a", tiny_corpus)))
-
+def _interrupt_second_epoch(monkeypatch):
+    """Make the next run stop with Ctrl-C at the start of its second epoch."""
     real_epoch, calls = train_mod.train_epoch, []
 
     def interrupted(*args, **kwargs):
@@ -55,6 +54,12 @@ def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus
         return real_epoch(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+    return real_epoch
+
+
+def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus, monkeypatch):
+    straight = read_metrics(train(_tiny(tmp_path / "a", tiny_corpus)))
+    real_epoch = _interrupt_second_epoch(monkeypatch)
     config = _tiny(tmp_path / "b", tiny_corpus)
     with pytest.raises(KeyboardInterrupt):
         train(config)
@@ -151,15 +156,7 @@ def test_a_run_being_trained_elsewhere_is_locked(tmp_path):
 
 def test_resume_false_refuses_an_unfinished_run(tmp_path, tiny_corpus, monkeypatch):
     config = _tiny(tmp_path, tiny_corpus, epochs=2)
-    real_epoch, calls = train_mod.train_epoch, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_epoch", interrupted)
+    _interrupt_second_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(config)
     with pytest.raises(ValueError, match="unfinished run"):

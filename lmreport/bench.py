@@ -191,6 +191,33 @@ def bench_model(layers: int, profile: str = "paper", steps: int = 8, warmup: int
     return row
 
 
+def tf32_effect(layers: int, profile: str, steps: int, eval_tokens: int, device: torch.device) -> dict:
+    """CUDA: the same short training and evaluation with IEEE fp32 and with TF32.
+
+    Reports both perplexities and their relative difference, the price of ``--tf32``."""
+    out = {"layers": layers}
+    gen_seed = 0
+    for tf32 in (False, True):
+        configure_numerics(tf32)
+        config = make_config(profile, layers=layers, optimizer="adabelief-lm", f="sqrt", seed=0, tf32=tf32)
+        torch.manual_seed(0)
+        model = build_model(config, VOCAB).to(device)
+        params = list(model.parameters())
+        optimizer, lm = build_optimizer(config, params)
+        gen = torch.Generator().manual_seed(gen_seed)
+        hidden = model.init_hidden(config.batch_size)
+        model.train()
+        for _ in range(steps):
+            tokens = torch.randint(VOCAB, (config.bptt + 1, config.batch_size), generator=gen).to(device)
+            _, _, hidden = train_step(model, optimizer, lm, tokens[:-1], tokens[1:].reshape(-1),
+                                      repackage_hidden(hidden), config, params)
+        test = torch.randint(VOCAB, (eval_tokens, 1), generator=gen).to(device)
+        out["ppl_tf32" if tf32 else "ppl_ieee"] = math.exp(evaluate(model, test, config.bptt))
+    configure_numerics(False)
+    out["relative_difference"] = out["ppl_tf32"] / out["ppl_ieee"] - 1
+    return out
+
+
 def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
     """Aggregate training tokens/s of ``jobs`` concurrent processes, cores/jobs threads each."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -212,13 +239,14 @@ def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
 
 def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: int = 5600,
               device: str = "auto", threads: int | None = None, out: str | None = None,
-              profile: str = "paper", compare: bool = False, jobs=None, tf32: bool = False) -> dict:
+              profile: str = "paper", compare: bool = False, jobs=None, tf32: bool | str = False) -> dict:
+    """``tf32``: False (IEEE fp32), True (TF32 timings) or "effect" (perplexity with and without)."""
     if threads:
         torch.set_num_threads(threads)
     tuned = tune_cpu_allocator()
     dev = select_device(device)
     if dev.type == "cuda":
-        configure_numerics(tf32)
+        configure_numerics(tf32 is True)
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
@@ -237,12 +265,22 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
                 record["throughput"].append(row)
                 print(f"{n:>6} {j:>5} {row['threads_per_job']:>12} {row['aggregate_train_tokens_per_s']:>22,.0f}",
                       flush=True)
+    elif tf32 == "effect":
+        if dev.type != "cuda":
+            raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
+        record["tf32_effect"] = []
+        print(f"{'layers':>6} {'PPL fp32':>10} {'PPL tf32':>10} {'relative':>9}")
+        for n in layers:
+            row = tf32_effect(n, profile, steps, eval_tokens, dev)
+            record["tf32_effect"].append(row)
+            print(f"{n:>6} {row['ppl_ieee']:>10.3f} {row['ppl_tf32']:>10.3f} {row['relative_difference']:>+9.2e}",
+                  flush=True)
     else:
         record["results"] = []
         head = f"{'layers':>6} {'train tok/s':>12} {'step ms':>8} {'opt ms':>7} {'test-eval tok/s':>16} {'peak MB':>8}"
         print(head + ("   speed-up: step  optimizer  test-eval" if compare else ""))
         for n in layers:
-            row = bench_model(n, profile, steps, warmup, eval_tokens, dev, compare, tf32)
+            row = bench_model(n, profile, steps, warmup, eval_tokens, dev, compare, tf32 is True)
             record["results"].append(row)
             line = (f"{n:>6} {row['train_tokens_per_s']:>12,.0f} {row['step_ms']:>8,.0f} "
                     f"{row['optimizer_step_ms']:>7,.1f} {row['test_eval_tokens_per_s']:>16,.0f} "

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--jobs", type=int, nargs="+", default=None, metavar="N",
                          help="instead: aggregate training tokens/s of N concurrent processes")
     p_bench.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 (default: IEEE fp32)")
+    p_bench.add_argument("--tf32-effect", action="store_true",
+                         help="CUDA: train and evaluate with and without TF32, print the perplexity difference")
     p_bench.add_argument("--steps", type=int, default=8, help="timed training steps per model")
     p_bench.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p_bench.add_argument("--eval-tokens", type=int, default=5600,
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,
                       eval_tokens=args.eval_tokens, device=args.device, threads=args.threads,
                       out=args.out, profile=args.profile, compare=args.compare, jobs=args.jobs,
-                      tf32=args.tf32)
+                      tf32="effect" if args.tf32_effect else args.tf32)
         elif args.command == "grid":
             from .grid import run_grid
             summary = run_grid(args.profile, args.layers, args.variants, args.seeds,

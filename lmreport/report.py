@@ -221,6 +221,8 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
             continue
         t = table.set_index("variant")
         base, base_std = t.loc["adabelief", f"{metric} mean"], t.loc["adabelief", f"{metric} std"]
+        seeds = sorted(set(t["n seeds"]))
+        note = "" if len(seeds) == 1 else f" (seed counts differ: {', '.join(map(str, seeds))})"
         best = t[f"{metric} mean"].idxmin()
         gap = t.loc[best, f"{metric} mean"] - base
         spread = t[f"{metric} std"].max()
@@ -230,7 +232,7 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
             verdict = (f"{t.loc[best, 'label']} is best, {abs(gap):.2f} below AdaBelief ({gap / base:+.1%}); "
                        + ("that is larger than" if abs(gap) > spread else "that is within")
                        + f" the largest seed standard deviation in the table ({spread:.2f})")
-        lines.append(f"{layers} layer(s), {what}: AdaBelief {base:.2f} (std {base_std:.2f}); {verdict}.")
+        lines.append(f"{layers} layer(s), {what}: AdaBelief {base:.2f} (std {base_std:.2f}); {verdict}{note}.")
         lm = [v for v in ("lm-x2", "lm-x", "lm-sqrt", "lm-cbrt") if v in t.index]
         if len(lm) == 4:
             ours = sorted(lm, key=lambda v: -t.loc[v, f"{metric} mean"])

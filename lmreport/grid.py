@@ -207,6 +207,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
     failures: list[tuple[Job, str]] = []
     start = time.monotonic()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
                disable=not progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -221,4 +222,23 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     summary = {"profile": profile, "total": len(todo_all), "skipped": len(done),
                "ran": len(todo), "failed": [(j.name, e) for j, e in failures],
                "seconds": time.monotonic() - start, "jobs": jobs, "threads_per_job": threads}
+    if todo:
+        _log_sitting(root / profile / "grid_sittings.csv", started, summary, variants or STUDY_VARIANTS)
     return summary
+
+
+def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
+    """One line per grid invocation that trained something: when, how many, how long."""
+    import csv
+    import platform
+
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(["started", "wall_minutes", "ran", "skipped", "failed", "jobs",
+                             "threads_per_job", "host", "variants"])
+        writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"], summary["skipped"],
+                         len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
+                         platform.node(), " ".join(variants)])

@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--data-dir", default=None)
     p_report.add_argument("--results-dir", default=None, help=RESULTS_HELP)
     p_report.add_argument("--no-pdf", dest="pdf", action="store_false")
+    p_report.add_argument("--update-readme", action="store_true",
+                          help="rewrite the README's results block of this profile from the new tables")
     p_report.add_argument("--no-progress", dest="progress", action="store_false")
 
     sub.add_parser("profiles", help="print the run profiles and what they change")
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("html", "pdf"):
                 if key in result:
                     print(f"wrote {result[key]}")
+            if args.update_readme:
+                from .report import update_readme
+                print(f"updated {update_readme(args.profile, root=args.results_dir)}")
             if "pdf_hint" in result:
                 print(result["pdf_hint"])
             for name, error in result["failed"]:

@@ -219,7 +219,8 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
         if table.empty or "adabelief" not in set(table["variant"]):
             lines.append(f"{layers} layer(s): no finished AdaBelief baseline yet; nothing to compare.")
             continue
-        t = table.set_index("variant")
+        from .grid import STUDY_VARIANTS
+        t = table[table["variant"].isin(STUDY_VARIANTS)].set_index("variant")  # ablations: paired lines
         base, base_std = t.loc["adabelief", f"{metric} mean"], t.loc["adabelief", f"{metric} std"]
         seeds = sorted(set(t["n seeds"]))
         note = "" if len(seeds) == 1 else f" (seed counts differ: {', '.join(map(str, seeds))})"
@@ -227,11 +228,12 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
         gap = t.loc[best, f"{metric} mean"] - base
         spread = t[f"{metric} std"].max()
         if best == "adabelief":
-            verdict = "AdaBelief itself is best"
+            verdict = "AdaBelief itself is the best of the study's variants"
         else:
-            verdict = (f"{t.loc[best, 'label']} is best, {abs(gap):.2f} below AdaBelief ({gap / base:+.1%}); "
+            verdict = (f"{t.loc[best, 'label']} is the best of the study's variants, {abs(gap):.2f} below "
+                       f"AdaBelief ({gap / base:+.1%}); "
                        + ("that is larger than" if abs(gap) > spread else "that is within")
-                       + f" the largest seed standard deviation in the table ({spread:.2f})")
+                       + f" the largest seed standard deviation among them ({spread:.2f})")
         lines.append(f"{layers} layer(s), {what}: AdaBelief {base:.2f} (std {base_std:.2f}); {verdict}{note}.")
         lm = [v for v in ("lm-x2", "lm-x", "lm-sqrt", "lm-cbrt") if v in t.index]
         if len(lm) == 4:
@@ -365,3 +367,49 @@ APPENDIX_C_PROMPTS = (
     "funds were assembled jointly by",
     "blue arrow was able to pull off the $",
 )
+
+
+README_START, README_END = "<!-- results:{profile}:start -->", "<!-- results:{profile}:end -->"
+
+
+def readme_results(profile: str, root: str | Path | None = None) -> str:
+    """The README's results block for a profile, generated from the run folders and the
+    tables/conclusions notebook 04 wrote (nothing in it is typed by hand)."""
+    import pandas as pd
+
+    from .config import PROFILES
+    from .grid import results_root
+
+    root = Path(root) if root else results_root()
+    runs, _ = collect_runs(profile, root)
+    done = runs[runs["status"] == "finished"]
+    parts = [f"Profile `{profile}`: {PROFILES[profile].description}", ""]
+    sittings = root / profile / "grid_sittings.csv"
+    wall = pd.read_csv(sittings)["wall_minutes"].sum() / 60 if sittings.is_file() else float("nan")
+    parts.append(f"{len(done)} finished runs ({runs['variant'].nunique()} variants); "
+                 f"{done['hours'].sum():.1f} hours of training and evaluation summed over runs"
+                 + (f", {wall:.1f} hours of wall time for the grid sittings logged in "
+                    f"`results/{profile}/grid_sittings.csv`." if wall == wall else "."))
+    for layers in sorted(done["layers"].unique()):
+        k = {1: 1, 2: 2, 3: 3}.get(layers, layers)
+        parts += ["", f"**Table 4.{k} at `{profile}` scale, {layers}-layer LSTM** (mean ± std over seeds; "
+                  f"published: {PUBLISHED_SOURCE}, paper scale)", "",
+                  format_study_table(study_table(runs, layers)).to_markdown(index=False)]
+    conclusions_md = root / profile / "tables" / "conclusions.md"
+    if conclusions_md.is_file():
+        parts += ["", "What notebook 04 concludes from these numbers (quoted from "
+                  f"`results/{profile}/tables/conclusions.md`):", "", conclusions_md.read_text().strip()]
+    return "\n".join(parts)
+
+
+def update_readme(profile: str, readme: str | Path | None = None, root: str | Path | None = None) -> Path:
+    """Replace the README block between the profile's results markers."""
+    readme = Path(readme) if readme else project_dir() / "README.md"
+    text = readme.read_text()
+    start, end = README_START.format(profile=profile), README_END.format(profile=profile)
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}")
+    return readme

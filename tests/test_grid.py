@@ -142,3 +142,15 @@ def test_derived_decay_variant_reads_the_matching_x2_run(tmp_path):
     spec = variant_overrides("adabelief-wdx2", "smoke", 2, 6, tmp_path)
     assert spec == {"optimizer": "adabelief", "wdecay": pytest.approx(1.2e-6 / 0.85)}
     assert len(plan("smoke", layers=[2], variants=["adabelief-wdx2"], seeds=[6], root=tmp_path)) == 1
+
+
+def test_readme_results_block_is_regenerated_from_the_runs(smoke_grid, tmp_path):
+    from lmreport.report import update_readme
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:smoke:start -->\nold\n<!-- results:smoke:end -->\nrest\n")
+    update_readme("smoke", readme, smoke_grid)
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "4 finished runs" in text and "Table 4.1 at `smoke` scale" in text
+    with pytest.raises(ValueError, match="no <!-- results:cpu:start -->"):
+        update_readme("cpu", readme, smoke_grid)

@@ -74,10 +74,14 @@ def configure_numerics(tf32: bool) -> None:
     PyTorch enables TF32 for cuDNN RNNs by default on Ampere and later GPUs, which would
     silently change the numbers; this sets matmuls, convolutions and RNNs explicitly.
     """
-    precision = "tf32" if tf32 else "ieee"
-    torch.backends.cuda.matmul.fp32_precision = precision
-    torch.backends.cudnn.conv.fp32_precision = precision
-    torch.backends.cudnn.rnn.fp32_precision = precision
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
+        precision = "tf32" if tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cudnn.rnn.fp32_precision = precision
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def tune_cpu_allocator() -> bool:

@@ -175,3 +175,13 @@ def test_allocator_tuning_leaves_numbers_bit_identical(tmp_path, tiny_corpus):
                         "--run-dir", str(run_dir), "--no-progress", flag], check=True, capture_output=True)
         runs[flag] = read_metrics(run_dir).drop(columns=TIMING)
     pd.testing.assert_frame_equal(runs["--fast-malloc"], runs["--no-fast-malloc"], check_exact=True)
+
+
+def test_tf32_is_off_unless_asked():
+    from lmreport.train import configure_numerics
+    configure_numerics(False)
+    assert torch.backends.cudnn.rnn.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    configure_numerics(True)
+    assert torch.backends.cudnn.rnn.fp32_precision == "tf32"
+    configure_numerics(False)

@@ -40,6 +40,8 @@ from .train import (build_model, build_optimizer, configure_numerics, evaluate, 
                     train_step, tune_cpu_allocator)
 
 VOCAB = 10_000
+PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}   # SPEC §4
+GRID_RUNS_PER_DEPTH = 15                                            # 5 variants x 3 seeds
 
 
 # ------------------------------------------------------------ reference-structured code
@@ -165,9 +167,14 @@ def bench_model(layers: int, profile: str = "paper", steps: int = 8, warmup: int
     test = torch.randint(VOCAB, (eval_tokens, 1), generator=gen).to(device)
     evaluate(model, test[: config.bptt * 2], config.bptt)  # warm-up
     eval_s = _timed(lambda: evaluate(model, test, config.bptt), 1, device)
+    valid = test.view(-1, config.eval_batch_size) if eval_tokens % config.eval_batch_size == 0 else \
+        test[: eval_tokens - eval_tokens % config.eval_batch_size].view(-1, config.eval_batch_size)
+    valid_s = _timed(lambda: evaluate(model, valid, config.bptt), 1, device)
     row = {"layers": layers, "train_tokens_per_s": steps * data.numel() / train_s,
            "step_ms": 1000 * train_s / steps, "optimizer_step_ms": 1000 * opt_s / steps,
-           "test_eval_tokens_per_s": eval_tokens / eval_s, "peak_memory_mb": _peak_mb(device)}
+           "test_eval_tokens_per_s": eval_tokens / eval_s,
+           "valid_eval_tokens_per_s": valid.numel() / valid_s, "peak_memory_mb": _peak_mb(device)}
+    row.update(project(row, config))
     if compare:
         ref_opt = ReferenceAdaBeliefLM(params, lr=config.lr, betas=config.betas, eps=config.eps,
                                        weight_decay=config.wdecay, f="sqrt")
@@ -189,6 +196,20 @@ def bench_model(layers: int, profile: str = "paper", steps: int = 8, warmup: int
                     "speedup_optimizer_step": ref_opt_s / opt_s,
                     "speedup_test_eval": ref_eval_s / eval_s})
     return row
+
+
+def project(row: dict, config) -> dict:
+    """The profile's epoch time (train + batch-10 validation + batch-1 test on its share of PTB)
+    from the measured rates, and what one run and this depth's share of the 45-run grid would
+    take one at a time."""
+    def tokens(split, cap):
+        return min(PTB_TOKENS[split], cap or PTB_TOKENS[split])
+    epoch_s = (tokens("train", config.max_train_tokens) / row["train_tokens_per_s"]
+               + tokens("valid", config.max_eval_tokens) / row["valid_eval_tokens_per_s"]
+               + tokens("test", config.max_eval_tokens) / row["test_eval_tokens_per_s"])
+    run_h = epoch_s * config.epochs / 3600
+    return {"projected_epoch_s": epoch_s, "projected_run_hours": run_h, "epochs": config.epochs,
+            "projected_grid_hours_this_depth": GRID_RUNS_PER_DEPTH * run_h}
 
 
 def tf32_effect(layers: int, profile: str, steps: int, eval_tokens: int, device: torch.device) -> dict:
@@ -277,18 +298,25 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
                   flush=True)
     else:
         record["results"] = []
-        head = f"{'layers':>6} {'train tok/s':>12} {'step ms':>8} {'opt ms':>7} {'test-eval tok/s':>16} {'peak MB':>8}"
+        head = (f"{'layers':>6} {'train tok/s':>12} {'step ms':>8} {'opt ms':>7} {'test-eval tok/s':>16} "
+                f"{'peak MB':>8} {'epoch s':>8} {'run h':>7}")
         print(head + ("   speed-up: step  optimizer  test-eval" if compare else ""))
         for n in layers:
             row = bench_model(n, profile, steps, warmup, eval_tokens, dev, compare, tf32 is True)
             record["results"].append(row)
             line = (f"{n:>6} {row['train_tokens_per_s']:>12,.0f} {row['step_ms']:>8,.0f} "
                     f"{row['optimizer_step_ms']:>7,.1f} {row['test_eval_tokens_per_s']:>16,.0f} "
-                    f"{row['peak_memory_mb']:>8,.0f}")
+                    f"{row['peak_memory_mb']:>8,.0f} {row['projected_epoch_s']:>8,.0f} "
+                    f"{row['projected_run_hours']:>7,.1f}")
             if compare:
                 line += (f"   {row['speedup_train_step']:>12.2f}x {row['speedup_optimizer_step']:>9.2f}x "
                          f"{row['speedup_test_eval']:>10.2f}x")
             print(line, flush=True)
+    if record.get("results"):
+        grid_h = sum(r["projected_grid_hours_this_depth"] for r in record["results"])
+        record["projected_grid_hours"] = grid_h
+        print(f"projection: {profile} profile, {record['results'][0]['epochs']} epochs per run; the 45-run grid of "
+              f"depths {', '.join(str(r['layers']) for r in record['results'])} run one at a time: {grid_h:,.0f} h")
     path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
         f"bench-{dev.type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

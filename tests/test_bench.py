@@ -72,3 +72,16 @@ def test_fast_evaluation_matches_the_published_windows():
         ref = reference_evaluate(model, data, 70)
         assert fast == pytest.approx(ref, rel=1e-6)
     assert np.isfinite(ref) and ref > 0
+
+
+def test_projection_counts_each_split_at_its_own_rate():
+    from lmreport.bench import project
+
+    rates = {"train_tokens_per_s": 929_589.0, "valid_eval_tokens_per_s": 73_760.0,
+             "test_eval_tokens_per_s": 82_430.0 / 2}
+    paper = project(rates, make_config("paper", layers=1))
+    assert paper["projected_epoch_s"] == pytest.approx(1 + 1 + 2)
+    assert paper["projected_run_hours"] == pytest.approx(4 * 200 / 3600)
+    assert paper["projected_grid_hours_this_depth"] == pytest.approx(15 * 4 * 200 / 3600)
+    cpu = project(rates, make_config("cpu", layers=1))   # a 200k-token slice of train, 8 epochs
+    assert cpu["projected_epoch_s"] == pytest.approx(200_000 / 929_589 + 1 + 2)

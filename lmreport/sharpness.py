@@ -24,10 +24,12 @@ parameters the optimizer trains.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -285,22 +287,21 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     ``checkpoint``: ``best_test`` (the epoch the study's metric reports), ``best_valid``
     or ``checkpoint`` (the last epoch).
     """
-    import json
-    from pathlib import Path
-
     from .config import RunConfig
     from .data import load_corpus
-    from .train import build_model, configure_numerics
+    from .train import _atomic_write, build_model, configure_numerics
 
     run_dir, config = Path(run_dir), config or SharpnessConfig()
-    cache = run_dir / "sharpness.json"
-    if cache.is_file() and not force:
-        cached = json.loads(cache.read_text())
-        if cached.get("config") == json.loads(json.dumps(config.to_dict())) and cached.get("checkpoint") == checkpoint:
-            return cached
+    cached = cached_result(run_dir, checkpoint, config)
+    if cached is not None and not force:
+        return cached
+    weights = run_dir / f"{checkpoint}.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing and {run_dir / 'sharpness.json'} holds no result for "
+                                f"checkpoint={checkpoint!r} with these settings: retrain the run or restore its weights")
     run = RunConfig.from_json(run_dir / "config.json")
     corpus = corpus or load_corpus(run.data_dir, progress=False)
-    state = torch.load(run_dir / f"{checkpoint}.pt", map_location=device, weights_only=False)
+    state = torch.load(weights, map_location=device, weights_only=False)
     if torch.device(device).type == "cuda":
         configure_numerics(False)
     torch.manual_seed(run.seed)
@@ -308,5 +309,34 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     model.load_state_dict(state["model"])
     result = measure(model, corpus.train[: run.max_train_tokens], config)
     result.update(checkpoint=checkpoint, epoch=int(state["epoch"]))
-    cache.write_text(json.dumps(result, indent=1) + "\n")
+    _atomic_write(run_dir / "sharpness.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     return result
+
+
+def cached_result(run_dir, checkpoint: str, config: SharpnessConfig) -> dict | None:
+    """The run's stored measurement if it was taken on ``checkpoint`` with ``config``."""
+    cache = Path(run_dir) / "sharpness.json"
+    if not cache.is_file():
+        return None
+    cached = json.loads(cache.read_text())
+    same = cached.get("config") == json.loads(json.dumps(config.to_dict())) and cached.get("checkpoint") == checkpoint
+    return cached if same else None
+
+
+def measure_runs(runs, checkpoint: str = "best_test", config: SharpnessConfig | None = None,
+                 corpus=None, device: str = "cpu"):
+    """Measure every run of a ``report.collect_runs`` table that can be measured.
+
+    A run is measurable when its cached result matches or its weights are on disk (a fresh
+    clone has the cached results but no weights). Returns the table joined with the
+    measures, and the run directories that were skipped.
+    """
+    import pandas as pd
+
+    config = config or SharpnessConfig()
+    ok = [cached_result(d, checkpoint, config) is not None or (Path(d) / f"{checkpoint}.pt").is_file()
+          for d in runs.run_dir]
+    keep = runs[ok].reset_index(drop=True)
+    results = [measure_run(d, checkpoint, config, corpus, device) for d in keep.run_dir]
+    measured = pd.concat([keep, pd.DataFrame(results).drop(columns=["config"], errors="ignore")], axis=1)
+    return measured, [str(d) for d, good in zip(runs.run_dir, ok) if not good]

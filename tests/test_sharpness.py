@@ -81,3 +81,30 @@ def test_measure_returns_every_measure_and_leaves_the_model_as_it_was(tiny):
     assert out["lambda_max"] >= out["lambda_min"]
     assert out["slice_loss"][len(out["slice_loss"]) // 2] == pytest.approx(out["loss"], rel=1e-5)
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_measure_runs_caches_and_skips_runs_without_weights(tmp_path, tiny_corpus):
+    import pandas as pd
+
+    from lmreport.config import make_config
+    from lmreport.data import load_corpus
+    from lmreport.sharpness import measure_run, measure_runs
+    from lmreport.train import train
+
+    runs = []
+    for name in ("a", "b"):
+        config = make_config("smoke", layers=1, epochs=1, when=[], data_dir=str(tiny_corpus),
+                             run_dir=str(tmp_path / name), progress=False, max_train_tokens=None,
+                             max_eval_tokens=None, bptt=12, batch_size=4)
+        runs.append(train(config))
+    corpus = load_corpus(str(tiny_corpus), progress=False)
+    first = measure_run(runs[0], config=CFG, corpus=corpus)
+    assert (runs[0] / "sharpness.json").is_file() and not list(runs[0].glob(".*.tmp"))
+    for weights in ("best_test.pt", "best_valid.pt", "checkpoint.pt"):
+        (runs[0] / weights).unlink()   # a fresh clone: the stored result, no weights
+        (runs[1] / weights).unlink()
+    table, skipped = measure_runs(pd.DataFrame({"run_dir": runs}), config=CFG, corpus=corpus)
+    assert skipped == [str(runs[1])]
+    assert list(table.run_dir) == [runs[0]] and table.lambda_max[0] == first["lambda_max"]
+    with pytest.raises(FileNotFoundError, match=r"best_test\.pt is missing"):
+        measure_run(runs[1], config=CFG, corpus=corpus)

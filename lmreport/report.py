@@ -239,16 +239,17 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
         if len(lm) == 4:
             ours = sorted(lm, key=lambda v: -t.loc[v, f"{metric} mean"])
             ours_text = " > ".join(F_LABELS[v.removeprefix("lm-")] for v in ours)
-            monotone = ours == lm
+            # for an excess loss below 1, x² shrinks the step least and ∛x most
+            trend = ("; the stronger the modification, the better, monotonically in f" if ours == lm else
+                     "; the stronger the modification, the worse, monotonically in f" if ours == lm[::-1] else "")
             if not sound:
                 pub = sorted(lm, key=lambda v: -PUBLISHED[(layers, v)][1]) if (layers, "lm-x2") in PUBLISHED else None
                 pub_text = " > ".join(F_LABELS[v.removeprefix("lm-")] for v in pub) if pub else "n/a"
                 same = "the same as" if pub == ours else "not the same as"
-                lines.append(f"  Ordering of f by {what} (worst to best): {ours_text}; published: {pub_text} — "
+                lines.append(f"  Ordering of f by {what} (worst to best): {ours_text}{trend}; published: {pub_text} — "
                              f"{same} the published order.")
             else:
-                lines.append(f"  Ordering of f by {what} (worst to best): {ours_text}"
-                             + ("; stronger smoothing is monotonically better." if monotone else "."))
+                lines.append(f"  Ordering of f by {what} (worst to best): {ours_text}{trend}.")
     return lines
 
 

@@ -69,9 +69,12 @@ def test_profiles_are_printed(capsys):
 def test_module_entry_point_and_bench(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "lmreport", "bench", "--layers", "1", "--steps", "1",
-                           "--warmup", "0", "--eval-tokens", "140", "--out", str(out)],
+                           "--warmup", "0", "--eval-tokens", "140", "--compare", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
     assert record["results"][0]["layers"] == 1 and record["results"][0]["train_tokens_per_s"] > 0
-    assert "train tok/s" in proc.stdout
+    assert "train tok/s" in proc.stdout and "speed-up vs reference" in proc.stdout
+    row = record["results"][0]
+    for tag in ("reference", "reference_tuned_allocator"):   # untuned first, then as the package runs
+        assert row[f"speedup_train_step_vs_{tag}"] > 0 and row[f"{tag}_test_eval_tokens_per_s"] > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import re
+import signal
 import sys
 from dataclasses import MISSING, fields
 
@@ -139,6 +140,10 @@ def _add_grid_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -156,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                       tf32="effect" if args.tf32_effect else args.tf32)
         elif args.command == "grid":
             from .grid import run_grid
+            signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: log the sitting, keep checkpoints
             summary = run_grid(args.profile, args.layers, args.variants, args.seeds,
                                jobs=args.jobs or PROFILES[args.profile].grid_jobs, shard=args.shard,
                                data_dir=args.data_dir, device=args.device, root=args.results_dir,
@@ -199,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError) as err:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "grid":
+            raise
+        print("lmreport grid: interrupted; unfinished runs keep their last checkpoint and the same "
+              "command resumes them", file=sys.stderr)
+        return 130
     return 0
 
 

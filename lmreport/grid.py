@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from tqdm.auto import tqdm
 
 from .config import PROFILES, make_config
 from .report import project_dir
+
+_LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
+_LIVE_LOCK = threading.Lock()
 from .train import DONE, read_status
 
 # Every variant is a set of RunConfig overrides; adding an ablation is one line.
@@ -180,8 +184,15 @@ def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | No
     cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOK),
            str(run_dir / NOTEBOOK), "-k", "python3", "--no-progress-bar", "-y", json.dumps(params)]
     with open(run_dir / "papermill.log", "w") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                              preexec_fn=_die_with_parent if os.name == "posix" else None)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent if os.name == "posix" else None)
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
+        try:
+            proc.wait()
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     status = read_status(run_dir)
     if status["status"] in DONE:
         return job, status["status"], ""
@@ -210,25 +221,41 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
                disable=not progress)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    completed, outcome = 0, "complete"
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = [pool.submit(run_job, j, root, threads, data_dir, device) for j in todo]
         for fut in as_completed(futures):
             job, status, error = fut.result()
+            completed += 1
             if status == "failed":
                 failures.append((job, error))
                 bar.write(f"failed: {job.name}: {error}")
             bar.update(1)
-    bar.close()
-    summary = {"profile": profile, "total": len(todo_all), "skipped": len(done),
-               "ran": len(todo), "failed": [(j.name, e) for j, e in failures],
-               "seconds": time.monotonic() - start, "jobs": jobs, "threads_per_job": threads}
-    if todo:
-        _log_sitting(root / profile / "grid_sittings.csv", started, summary, variants or STUDY_VARIANTS)
+    except BaseException:
+        # Ctrl-C or SIGTERM: stop the notebook runs (each keeps its last checkpoint and
+        # resumes from it next time) and still log the sitting.
+        outcome = "interrupted"
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _LIVE_LOCK:
+            for proc in _LIVE:
+                proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+        summary = {"profile": profile, "total": len(todo_all), "skipped": len(done),
+                   "ran": completed, "failed": [(j.name, e) for j, e in failures],
+                   "seconds": time.monotonic() - start, "jobs": jobs, "threads_per_job": threads,
+                   "outcome": outcome}
+        if todo:
+            _log_sitting(root / profile / "grid_sittings.csv", started, summary, variants or STUDY_VARIANTS)
     return summary
 
 
 def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
-    """One line per grid invocation that trained something: when, how many, how long."""
+    """One line per grid invocation that trained something: when, how long, how many runs
+    it completed (finished, diverged or failed), and whether it ended or was interrupted."""
     import csv
     import platform
 
@@ -238,7 +265,7 @@ def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
         writer = csv.writer(fh)
         if new:
             writer.writerow(["started", "wall_minutes", "ran", "skipped", "failed", "jobs",
-                             "threads_per_job", "host", "variants"])
+                             "threads_per_job", "host", "variants", "outcome"])
         writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"], summary["skipped"],
                          len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
-                         platform.node(), " ".join(variants)])
+                         platform.node(), " ".join(variants), summary["outcome"]])

@@ -154,3 +154,21 @@ def test_readme_results_block_is_regenerated_from_the_runs(smoke_grid, tmp_path)
     assert "4 finished runs" in text and "Table 4.1 at `smoke` scale" in text
     with pytest.raises(ValueError, match="no <!-- results:cpu:start -->"):
         update_readme("cpu", readme, smoke_grid)
+
+
+def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_dir):
+    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
+           "--variants", "adabelief", "--seeds", "141", "--jobs", "1",
+           "--results-dir", str(tmp_path), "--data-dir", str(ptb_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "smoke" / "runs" / "L1-adabelief-s141"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
+    assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
+    time.sleep(1.0)   # the notebook kernel was stopped with its papermill process
+    assert read_status(run)["status"] != "finished"

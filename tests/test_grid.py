@@ -170,5 +170,3 @@ def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_di
     assert proc.returncode == 130 and "interrupted" in err
     sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
     assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
-    time.sleep(1.0)   # the notebook kernel was stopped with its papermill process
-    assert read_status(run)["status"] != "finished"

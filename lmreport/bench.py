@@ -36,6 +36,7 @@ from torch.optim import Optimizer
 
 from .config import make_config
 from .data import get_batch, repo_root
+from .grid import STUDY_SEEDS, STUDY_VARIANTS
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
@@ -44,7 +45,7 @@ from .train import (build_model, build_optimizer, configure_numerics, evaluate, 
 
 VOCAB = 10_000
 PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}   # SPEC §4
-GRID_RUNS_PER_DEPTH = 15                                            # 5 variants x 3 seeds
+GRID_RUNS_PER_DEPTH = len(STUDY_VARIANTS) * len(STUDY_SEEDS)        # 15
 
 
 # ------------------------------------------------------------ reference-structured code
@@ -349,7 +350,8 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     if record.get("results"):
         grid_h = sum(r["projected_grid_hours_this_depth"] for r in record["results"])
         record["projected_grid_hours"] = grid_h
-        print(f"projection: {profile} profile, {record['results'][0]['epochs']} epochs per run; the 45-run grid of "
+        n_runs = GRID_RUNS_PER_DEPTH * len(record["results"])
+        print(f"projection: {profile} profile, {record['results'][0]['epochs']} epochs per run; the {n_runs}-run grid of "
               f"depths {', '.join(str(r['layers']) for r in record['results'])} run one at a time: {grid_h:,.0f} h")
     path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
         f"bench-{dev.type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"

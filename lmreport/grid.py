@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from .config import PROFILES, make_config
 from .report import project_dir
+from .train import DONE, read_status
 
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
 _LIVE_LOCK = threading.Lock()
-from .train import DONE, read_status
 
 # Every variant is a set of RunConfig overrides; adding an ablation is one line.
 VARIANTS: dict[str, dict] = {

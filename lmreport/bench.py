@@ -122,6 +122,42 @@ def reference_evaluate(model, data: torch.Tensor, bptt: int) -> float:
     return float(total) / data.size(0)
 
 
+# --------------------------------------------------------------- where the time goes
+# Kernels whose work the model and the published numerics fix: the reference-structured
+# code calls exactly the same ones on the same shapes (tests/test_bench.py checks that the
+# results agree bit for bit), so no reorganisation of the step or the evaluation that keeps
+# the numbers can make them cheaper. Everything else (elementwise updates, copies, the
+# optimizer, clipping, LM scaling, allocation, Python) is what code structure can change.
+KERNEL_GROUPS = {
+    "lstm_forward": ("aten::mkldnn_rnn_layer", "aten::mkldnn_rnn", "aten::_cudnn_rnn",
+                     "aten::_thnn_fused_lstm_cell"),
+    "lstm_backward": ("aten::mkldnn_rnn_layer_backward", "aten::mkldnn_rnn_backward",
+                      "aten::_cudnn_rnn_backward", "aten::_thnn_fused_lstm_cell_backward_impl"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "softmax_ce": ("aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss_forward",
+                   "aten::nll_loss_backward"),
+    "dropout_rng": ("aten::bernoulli_", "aten::uniform_"),
+}
+
+
+def kernel_shares(fn, device: torch.device) -> dict:
+    """Run ``fn`` under the torch profiler; the share of its self time in each kernel group
+    (and ``other``), summing to 1. On CUDA the device time is split, on CPU the host time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+        _sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    group_of = {name: group for group, names in KERNEL_GROUPS.items() for name in names}
+    times = dict.fromkeys([*KERNEL_GROUPS, "other"], 0.0)
+    for event in prof.key_averages():
+        times[group_of.get(event.key, "other")] += getattr(event, attr)
+    total = sum(times.values()) or 1.0
+    return {group: t / total for group, t in times.items()}
+
+
 # ------------------------------------------------------------------------- timing
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -183,7 +219,19 @@ class _Bench:
                "test_eval_tokens_per_s": self.eval_tokens / eval_s,
                "valid_eval_tokens_per_s": valid.numel() / valid_s, "peak_memory_mb": _peak_mb(self.device)}
         row.update(project(row, config))
+        self.step, self.eval = step, lambda: evaluate(model, self.test, config.bptt)
         return row
+
+    def breakdown(self, row: dict, steps: int) -> dict:
+        """Kernel-group shares of the step and the batch-1 evaluation (after ``fast``), and
+        the milliseconds per step / seconds per evaluation they stand for."""
+        step_shares = kernel_shares(lambda: [self.step() for _ in range(steps)], self.device)
+        eval_shares = kernel_shares(self.eval, self.device)
+        fixed = lambda shares: 1.0 - shares["other"]
+        eval_s = self.eval_tokens / row["test_eval_tokens_per_s"]
+        return {"step_kernel_shares": step_shares, "eval_kernel_shares": eval_shares,
+                "step_fixed_kernel_ms": fixed(step_shares) * row["step_ms"],
+                "eval_fixed_kernel_s": fixed(eval_shares) * eval_s}
 
     def reference(self, steps: int, warmup: int) -> dict:
         """The reference-structured step and evaluation (same model, batch and stream)."""
@@ -280,10 +328,32 @@ def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
             "aggregate_train_tokens_per_s": sum(rates)}
 
 
+def _print_breakdown(rows: list[dict], compare: bool) -> None:
+    labels = {"lstm_forward": "LSTM fwd", "lstm_backward": "LSTM bwd", "matmul": "matmul",
+              "softmax_ce": "softmax/CE", "dropout_rng": "mask RNG", "other": "other"}
+    print("share of self time per kernel group (other = what code structure can change)")
+    print(f"{'layers':>6}  step: " + " ".join(f"{labels[g]:>10}" for g in labels)
+          + "   test-eval: " + " ".join(f"{labels[g]:>10}" for g in ("lstm_forward", "matmul", "softmax_ce", "other"))
+          + ("   ceiling vs reference: step  test-eval" if compare else ""))
+    for row in rows:
+        step, ev = row["step_kernel_shares"], row["eval_kernel_shares"]
+        line = (f"{row['layers']:>6}        " + " ".join(f"{step[g]:>10.1%}" for g in labels) + "              "
+                + " ".join(f"{ev[g]:>10.1%}" for g in ("lstm_forward", "matmul", "softmax_ce", "other")))
+        if compare:
+            line += (f"   {row['ceiling_train_step_vs_reference']:>20.2f}x "
+                     f"{row['ceiling_test_eval_vs_reference']:>9.2f}x")
+        print(line, flush=True)
+
+
 def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: int = 5600,
               device: str = "auto", threads: int | None = None, out: str | None = None,
-              profile: str = "paper", compare: bool = False, jobs=None, tf32: bool | str = False) -> dict:
-    """``tf32``: False (IEEE fp32), True (TF32 timings) or "effect" (perplexity with and without)."""
+              profile: str = "paper", compare: bool = False, jobs=None, tf32: bool | str = False,
+              breakdown: bool = False) -> dict:
+    """``tf32``: False (IEEE fp32), True (TF32 timings) or "effect" (perplexity with and without).
+
+    ``breakdown`` also profiles the fast step and evaluation and prints the share of the
+    kernels that the numerics fix (``KERNEL_GROUPS``); with ``compare``, the speed-up a
+    change that kept those kernels could reach at most: reference time / their time."""
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
@@ -345,8 +415,18 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
                          f"{row['speedup_optimizer_step_vs_reference']:>9.2f}x "
                          f"{row['speedup_test_eval_vs_reference']:>10.2f}x "
                          f"{row['speedup_train_step_vs_reference_tuned_allocator']:>12.2f}x")
+            if breakdown:
+                row.update(bench.breakdown(row, steps))
+                if compare:
+                    row["ceiling_train_step_vs_reference"] = (
+                        row["speedup_train_step_vs_reference"] * row["step_ms"] / row["step_fixed_kernel_ms"])
+                    row["ceiling_test_eval_vs_reference"] = (
+                        row["speedup_test_eval_vs_reference"] * eval_tokens / row["test_eval_tokens_per_s"]
+                        / row["eval_fixed_kernel_s"])
             record["results"].append(row)
             print(line, flush=True)
+        if breakdown:
+            _print_breakdown(record["results"], compare)
     if record.get("results"):
         grid_h = sum(r["projected_grid_hours_this_depth"] for r in record["results"])
         record["projected_grid_hours"] = grid_h

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also time the reference-structured step and evaluation; print speed-ups")
     p_bench.add_argument("--jobs", type=int, nargs="+", default=None, metavar="N",
                          help="instead: aggregate training tokens/s of N concurrent processes")
+    p_bench.add_argument("--breakdown", action="store_true",
+                         help="also profile where the time goes (kernel groups) and, with --compare, "
+                              "the most any change that keeps the numerics could gain")
     p_bench.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 (default: IEEE fp32)")
     p_bench.add_argument("--tf32-effect", action="store_true",
                          help="CUDA: train and evaluate with and without TF32, print the perplexity difference")
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,
                       eval_tokens=args.eval_tokens, device=args.device, threads=args.threads,
                       out=args.out, profile=args.profile, compare=args.compare, jobs=args.jobs,
-                      tf32="effect" if args.tf32_effect else args.tf32)
+                      tf32="effect" if args.tf32_effect else args.tf32, breakdown=args.breakdown)
         elif args.command == "grid":
             from .grid import run_grid
             signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: log the sitting, keep checkpoints

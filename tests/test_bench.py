@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmreport.bench import ReferenceAdaBeliefLM, reference_evaluate, reference_train_step
+from lmreport.bench import ReferenceAdaBeliefLM, kernel_shares, reference_evaluate, reference_train_step
 from lmreport.config import make_config
 from lmreport.model import repackage_hidden
 from lmreport.train import build_model, build_optimizer, evaluate, train_step
@@ -85,3 +85,14 @@ def test_projection_counts_each_split_at_its_own_rate():
     assert paper["projected_grid_hours_this_depth"] == pytest.approx(15 * 4 * 200 / 3600)
     cpu = project(rates, make_config("cpu", layers=1))   # a 200k-token slice of train, 8 epochs
     assert cpu["projected_epoch_s"] == pytest.approx(200_000 / 929_589 + 1 + 2)
+
+
+def test_kernel_shares_put_each_op_in_its_group():
+    a, b = torch.randn(300, 300), torch.randn(300, 300)
+    logits = torch.randn(64, 1000)
+    shares = kernel_shares(lambda: (a @ b, torch.log_softmax(logits, 1), torch.empty(10_000).bernoulli_(0.5)),
+                           torch.device("cpu"))
+    assert set(shares) == {"lstm_forward", "lstm_backward", "matmul", "softmax_ce", "dropout_rng", "other"}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["matmul"] > 0 and shares["softmax_ce"] > 0 and shares["dropout_rng"] > 0
+    assert shares["lstm_forward"] == shares["lstm_backward"] == 0

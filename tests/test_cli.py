@@ -69,7 +69,7 @@ def test_profiles_are_printed(capsys):
 def test_module_entry_point_and_bench(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "lmreport", "bench", "--layers", "1", "--steps", "1",
-                           "--warmup", "0", "--eval-tokens", "140", "--compare", "--out", str(out)],
+                           "--warmup", "0", "--eval-tokens", "140", "--compare", "--breakdown", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
@@ -78,3 +78,13 @@ def test_module_entry_point_and_bench(tmp_path):
     row = record["results"][0]
     for tag in ("reference", "reference_tuned_allocator"):   # untuned first, then as the package runs
         assert row[f"speedup_train_step_vs_{tag}"] > 0 and row[f"{tag}_test_eval_tokens_per_s"] > 0
+    # --breakdown: kernel shares of the step and the evaluation, and the ceiling they imply
+    assert "share of self time per kernel group" in proc.stdout
+    for kind in ("step", "eval"):
+        shares = row[f"{kind}_kernel_shares"]
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert shares["lstm_forward"] > 0 and shares["matmul"] > 0
+    assert row["step_kernel_shares"]["lstm_backward"] > 0
+    fixed = 1 - row["step_kernel_shares"]["other"]
+    assert row["ceiling_train_step_vs_reference"] == pytest.approx(row["speedup_train_step_vs_reference"] / fixed)
+    assert row["ceiling_test_eval_vs_reference"] >= row["speedup_test_eval_vs_reference"]

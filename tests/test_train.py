@@ -185,3 +185,29 @@ def test_tf32_is_off_unless_asked():
     configure_numerics(True)
     assert torch.backends.cudnn.rnn.fp32_precision == "tf32"
     configure_numerics(False)
+
+
+@pytest.mark.parametrize("optimizer,f", [("adabelief", None), ("adabelief-lm", "x2"), ("adabelief-lm", "cbrt")])
+def test_training_step_never_reads_a_tensor_back_to_the_host(monkeypatch, optimizer, f):
+    """On a GPU every host read of a tensor value stalls the queue; the step (forward,
+    clipping, LM scaling with its running minimum, optimizer) must not make one. The
+    Python ways to read a value are made to raise for the duration of the steps."""
+    config = make_config("smoke", layers=2, optimizer=optimizer, f=f, emsize=12, nhid=20)
+    torch.manual_seed(0)
+    model = train_mod.build_model(config, 50)
+    params = list(model.parameters())
+    opt, lm = train_mod.build_optimizer(config, params)
+    tokens = torch.randint(50, (9, 4))
+    hidden = model.init_hidden(4)
+    model.train()
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("host synchronisation inside the training step")
+
+    with monkeypatch.context() as patch:
+        for name in ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__"):
+            patch.setattr(torch.Tensor, name, host_read)
+        for _ in range(3):
+            raw_loss, loss, hidden = train_mod.train_step(model, opt, lm, tokens[:-1], tokens[1:].reshape(-1),
+                                                          train_mod.repackage_hidden(hidden), config, params)
+    assert math.isfinite(float(loss)) and float(raw_loss) <= float(loss)

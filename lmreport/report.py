@@ -373,6 +373,33 @@ APPENDIX_C_PROMPTS = (
 README_START, README_END = "<!-- results:{profile}:start -->", "<!-- results:{profile}:end -->"
 
 
+def decay_factors(runs, profile: str):
+    """The ``adabelief-wdx2`` ablation's decay factors, traced to the runs they came from.
+
+    Per (layers, seed): the matching ``lm-x2`` run's mean LM scale (mean over epochs of the
+    epoch's mean 1/(f((U − c)_+) + 1)), the factor D = 1 / that mean, and the L2 decay the
+    ablation run actually used divided by the profile's, which must equal D.
+    """
+    import pandas as pd
+
+    from .config import RunConfig, make_config
+    from .train import read_metrics
+
+    rows = []
+    for _, run in runs[(runs["variant"] == "adabelief-wdx2")].iterrows():
+        source = Path(run["run_dir"]).parent / f"L{run['layers']}-lm-x2-s{run['seed']}"
+        config_path = Path(run["run_dir"]) / "config.json"
+        if not config_path.is_file() or not (source / "metrics.csv").is_file():
+            continue
+        mean_scale = float(read_metrics(source)["lm_scale"].mean())
+        used = RunConfig.from_json(config_path).wdecay / make_config(profile, layers=int(run["layers"])).wdecay
+        rows.append({"layers": int(run["layers"]), "seed": int(run["seed"]), "source run": source.name,
+                     "mean LM scale": mean_scale, "factor D = 1/scale": 1.0 / mean_scale,
+                     "decay used / profile decay": used, "status": run["status"]})
+    return pd.DataFrame(rows, columns=["layers", "seed", "source run", "mean LM scale", "factor D = 1/scale",
+                                       "decay used / profile decay", "status"])
+
+
 def readme_results(profile: str, root: str | Path | None = None) -> str:
     """The README's results block for a profile, generated from the run folders and the
     tables/conclusions notebook 04 wrote (nothing in it is typed by hand)."""
@@ -396,6 +423,13 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
         parts += ["", f"**Table 4.{k} at `{profile}` scale, {layers}-layer LSTM** (mean ± std over seeds; "
                   f"published: {PUBLISHED_SOURCE}, paper scale)", "",
                   format_study_table(study_table(runs, layers)).to_markdown(index=False)]
+    factors = decay_factors(runs, profile)
+    if len(factors):
+        d = factors["factor D = 1/scale"]
+        parts += ["", f"The `adabelief-wdx2` ablation multiplies AdaBelief's L2 decay by D = 1 / (mean LM "
+                  f"scale of the matching x² run, same depth and seed), read from that run's `metrics.csv`: "
+                  f"D = {d.min():.4f}–{d.max():.4f} over its {len(factors)} runs "
+                  f"(`results/{profile}/tables/wdx2_factors.md`)."]
     conclusions_md = root / profile / "tables" / "conclusions.md"
     if conclusions_md.is_file():
         parts += ["", "What notebook 04 concludes from these numbers (quoted from "

@@ -39,3 +39,27 @@ def test_verdict_compares_the_best_variant_with_the_seed_spread():
     assert "published order" in best_lm[1]
     baseline = conclusions(_runs({"adabelief": 394, "lm-x2": 394.2, "lm-x": 398, "lm-sqrt": 401, "lm-cbrt": 403}))
     assert "AdaBelief itself is the best of the study's variants" in baseline[0]
+
+
+def test_decay_factor_of_the_wdx2_ablation_traces_to_the_x2_run(tmp_path):
+    import json
+
+    from lmreport.config import make_config
+    from lmreport.grid import variant_overrides
+    from lmreport.report import decay_factors
+
+    runs_dir = tmp_path / "smoke" / "runs"
+    source = runs_dir / "L2-lm-x2-s6"
+    source.mkdir(parents=True)
+    (source / "status.json").write_text(json.dumps({"status": "finished"}))
+    pd.DataFrame({"epoch": [1, 2], "lm_scale": [0.9, 0.7]}).to_csv(source / "metrics.csv", index=False)
+    config = make_config("smoke", layers=2, seed=6, **variant_overrides("adabelief-wdx2", "smoke", 2, 6, tmp_path))
+    ablation = runs_dir / "L2-adabelief-wdx2-s6"
+    ablation.mkdir()
+    config.to_json(ablation / "config.json")
+    runs = pd.DataFrame([{"layers": 2, "variant": "adabelief-wdx2", "seed": 6, "status": "finished",
+                          "run_dir": str(ablation)}])
+    row = decay_factors(runs, "smoke").iloc[0]
+    assert row["source run"] == "L2-lm-x2-s6"
+    assert row["factor D = 1/scale"] == pytest.approx(1 / 0.8)
+    assert row["decay used / profile decay"] == pytest.approx(1 / 0.8)

@@ -153,6 +153,8 @@ def kernel_shares(fn, device: torch.device) -> dict:
     group_of = {name: group for group, names in KERNEL_GROUPS.items() for name in names}
     times = dict.fromkeys([*KERNEL_GROUPS, "other"], 0.0)
     for event in prof.key_averages():
+        if device.type == "cuda" and event.device_type != torch.autograd.DeviceType.CPU:
+            continue  # kernel rows: their time is already the self device time of the op that launched them
         times[group_of.get(event.key, "other")] += getattr(event, attr)
     total = sum(times.values()) or 1.0
     return {group: t / total for group, t in times.items()}

@@ -227,6 +227,7 @@ class _Bench:
     def breakdown(self, row: dict, steps: int) -> dict:
         """Kernel-group shares of the step and the batch-1 evaluation (after ``fast``), and
         the milliseconds per step / seconds per evaluation they stand for."""
+        self.model.train()  # ``fast`` ended with an evaluation, which left the model in eval mode
         step_shares = kernel_shares(lambda: [self.step() for _ in range(steps)], self.device)
         eval_shares = kernel_shares(self.eval, self.device)
         fixed = lambda shares: 1.0 - shares["other"]

@@ -194,7 +194,8 @@ def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "ada
         pairs = group.set_index("seed")[metric].to_frame("v").join(base.rename("b"), how="inner")
         d = (pairs["v"] - pairs["b"]).to_numpy()
         n = len(d)
-        row = {"layers": layers, "variant": variant, "label": variant_label(variant), "metric": metric,
+        row = {"layers": layers, "variant": variant, "label": variant_label(variant),
+               "baseline": variant_label(baseline), "metric": metric,
                "n pairs": n, "mean difference": d.mean() if n else np.nan}
         if n >= 2:
             half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
@@ -202,9 +203,43 @@ def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "ada
                         "p (paired t)": stats.ttest_rel(pairs["v"], pairs["b"]).pvalue if d.std() > 0 else np.nan,
                         "seeds better": int((d < 0).sum())})
         rows.append(row)
-    columns = ["layers", "variant", "label", "metric", "n pairs", "mean difference", "95% CI low",
+    columns = ["layers", "variant", "label", "baseline", "metric", "n pairs", "mean difference", "95% CI low",
                "95% CI high", "p (paired t)", "seeds better"]
     return pd.DataFrame(rows, columns=columns)
+
+
+# Comparisons an ablation exists for, beyond "every variant against AdaBelief":
+# (variant, its own baseline). LM against AdaBelief when both train the recurrent matrices
+# asks whether the study's comparison survives the corrected model.
+ABLATION_PAIRS = (("lm-cbrt-whh-trained", "adabelief-whh-trained"),)
+
+
+def paired_comparisons(runs, metrics=("min_test", "test_at_best_valid")):
+    """Every variant against AdaBelief, then each ``ABLATION_PAIRS`` variant against its own
+    baseline, for each metric: one table."""
+    import pandas as pd
+
+    frames = [paired_against_baseline(runs, m) for m in metrics]
+    for variant, baseline in ABLATION_PAIRS:
+        pair = runs[runs["variant"].isin([variant, baseline])]
+        frames += [paired_against_baseline(pair, m, baseline=baseline) for m in metrics]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else paired_against_baseline(runs.iloc[:0])
+
+
+def paired_lines(paired, metric: str = "min_test") -> list[str]:
+    """One generated sentence per paired comparison with at least two seeds."""
+    lines = []
+    for _, row in paired[paired["metric"] == metric].iterrows():
+        if row["n pairs"] < 2:
+            continue
+        excludes = row["95% CI low"] > 0 or row["95% CI high"] < 0
+        lines.append(f"{row['layers']} layer(s), {row['label']} − {row['baseline']} ({METRICS[metric]}, "
+                     f"{row['n pairs']} seeds): {row['mean difference']:+.2f} "
+                     f"[{row['95% CI low']:+.2f}, {row['95% CI high']:+.2f}], better on "
+                     f"{row['seeds better']:.0f} of {row['n pairs']} seeds — the interval "
+                     + ("excludes 0." if excludes else "includes 0: not resolved with these seeds."))
+    return lines
 
 
 def conclusions(runs, metric: str = "min_test") -> list[str]:
@@ -336,14 +371,14 @@ def format_study_table(table):
 
 
 def format_paired(paired):
-    """Paired differences against AdaBelief, as text."""
+    """Paired differences against each row's baseline, as text."""
     import pandas as pd
 
     def ci(lo, hi):
         return f"[{lo:+.2f}, {hi:+.2f}]" if lo == lo else "–"
 
     return pd.DataFrame({
-        "layers": paired["layers"], "variant": paired["label"],
+        "layers": paired["layers"], "variant": paired["label"], "against": paired["baseline"],
         "metric": paired["metric"].map({"min_test": "min test", "test_at_best_valid": "test @ best valid"}),
         "seeds": paired["n pairs"], "mean difference": paired["mean difference"].map("{:+.2f}".format),
         "95% CI": [ci(lo, hi) for lo, hi in zip(paired.get("95% CI low", []), paired.get("95% CI high", []))]

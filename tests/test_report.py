@@ -63,3 +63,19 @@ def test_decay_factor_of_the_wdx2_ablation_traces_to_the_x2_run(tmp_path):
     assert row["source run"] == "L2-lm-x2-s6"
     assert row["factor D = 1/scale"] == pytest.approx(1 / 0.8)
     assert row["decay used / profile decay"] == pytest.approx(1 / 0.8)
+
+
+def test_ablation_pair_is_compared_with_its_own_baseline():
+    from lmreport.report import paired_comparisons, paired_lines
+
+    runs = _runs({"adabelief": 394, "lm-cbrt": 403, "adabelief-whh-trained": 380, "lm-cbrt-whh-trained": 385})
+    runs.loc[runs.variant == "lm-cbrt-whh-trained", "min_test"] += [0.0, 1.0, 2.0]   # not a constant shift
+    paired = paired_comparisons(runs, metrics=("min_test",))
+    own = paired[paired["variant"].eq("lm-cbrt-whh-trained") & paired["baseline"].str.contains("trained")]
+    assert len(own) == 1 and own["mean difference"].iloc[0] == pytest.approx(6.0)
+    vs_adabelief = paired[paired["variant"].eq("lm-cbrt-whh-trained") & paired["baseline"].eq("AdaBelief")]
+    assert vs_adabelief["mean difference"].iloc[0] == pytest.approx(-8.0)
+    lines = paired_lines(paired, "min_test")
+    assert any("AdaBelief-LM ∛x wdrop_mode=trained − AdaBelief wdrop_mode=trained" in line and "+6.00" in line
+               for line in lines)
+    assert all("the interval" in line for line in lines)

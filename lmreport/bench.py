@@ -10,8 +10,9 @@ first, before the process tunes glibc's allocator (``train.tune_cpu_allocator``)
 the published code ran with the defaults; it is timed again afterwards, so the JSON also
 says how much of the gain is the allocator and how much the code. ``--jobs 1 2`` measures
 the aggregate training throughput of N concurrent processes with cores/N threads each,
-which is how ``grid --jobs N`` runs. Results are printed and saved as JSON under
-``results/bench/``.
+which is how ``grid --jobs N`` runs. ``--breakdown`` profiles the fast step and evaluation
+and splits their time into the kernels the numerics fix and the rest (``KERNEL_GROUPS``).
+Results are printed and saved as JSON under ``results/bench/``.
 
 The reference-structured pieces are also the test oracle of the fast ones: the fast
 step reproduces the reference step bit for bit on CPU (tests/test_bench.py).
@@ -124,9 +125,9 @@ def reference_evaluate(model, data: torch.Tensor, bptt: int) -> float:
 
 # --------------------------------------------------------------- where the time goes
 # Kernels whose work the model and the published numerics fix: the reference-structured
-# code calls exactly the same ones on the same shapes (tests/test_bench.py checks that the
-# results agree bit for bit), so no reorganisation of the step or the evaluation that keeps
-# the numbers can make them cheaper. Everything else (elementwise updates, copies, the
+# code runs the same kernels on the same data (its evaluation in shorter windows;
+# tests/test_bench.py checks that the numbers agree), so no reorganisation of the step or
+# the evaluation that keeps the numbers removes their work. Everything else (elementwise updates, copies, the
 # optimizer, clipping, LM scaling, allocation, Python) is what code structure can change.
 KERNEL_GROUPS = {
     "lstm_forward": ("aten::mkldnn_rnn_layer", "aten::mkldnn_rnn", "aten::_cudnn_rnn",

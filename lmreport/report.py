@@ -334,6 +334,38 @@ def save_table(table, name: str, folder: str | Path) -> list[Path]:
     return [csv_path, md_path]
 
 
+def read_table(name: str, folder: str | Path):
+    """A table ``save_table`` wrote earlier (its CSV), or None if there is none."""
+    import pandas as pd
+
+    path = Path(folder) / f"{name}.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def load_models(runs, vocab_size: int, checkpoint: str = "best_test"):
+    """The finished runs' trained models, keyed by (layers, variant), in eval mode.
+
+    Weights are not committed, so a fresh clone has none: runs whose ``<checkpoint>.pt``
+    is missing are returned by name in the second value instead of failing.
+    """
+    import torch
+
+    from .config import RunConfig
+    from .train import build_model
+
+    models, missing = {}, []
+    for row in runs.itertuples():
+        folder = Path(row.run_dir)
+        weights = folder / f"{checkpoint}.pt"
+        if not weights.is_file():
+            missing.append(folder.name)
+            continue
+        model = build_model(RunConfig.from_json(folder / "config.json"), vocab_size)
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+        models[(row.layers, row.variant)] = model.eval()
+    return models, missing
+
+
 def show_table(table, floatfmt: str = ".2f") -> None:
     """Display a table as Markdown, which renders in JupyterLab, the HTML and the PDF."""
     from IPython.display import Markdown, display

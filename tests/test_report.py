@@ -79,3 +79,27 @@ def test_ablation_pair_is_compared_with_its_own_baseline():
     assert any("AdaBelief-LM ∛x wdrop_mode=trained − AdaBelief wdrop_mode=trained" in line and "+6.00" in line
                for line in lines)
     assert all("the interval" in line for line in lines)
+
+
+def test_models_without_committed_weights_are_listed_not_fatal(tmp_path):
+    import torch
+
+    from lmreport.config import make_config
+    from lmreport.report import load_models, read_table, save_table
+    from lmreport.train import build_model
+
+    config = make_config("smoke", layers=1, seed=6)
+    rows = []
+    for name, with_weights in (("L1-adabelief-s6", True), ("L1-lm-cbrt-s6", False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        config.to_json(folder / "config.json")
+        if with_weights:
+            torch.save({"model": build_model(config, 40).state_dict()}, folder / "best_test.pt")
+        rows.append({"layers": 1, "variant": name.split("-", 1)[1].rsplit("-", 1)[0], "run_dir": str(folder)})
+    models, missing = load_models(pd.DataFrame(rows), 40)
+    assert list(models) == [(1, "adabelief")] and not models[(1, "adabelief")].training
+    assert missing == ["L1-lm-cbrt-s6"]
+    assert read_table("nothing", tmp_path) is None
+    save_table(pd.DataFrame({"a": [1.5]}), "t", tmp_path)
+    assert read_table("t", tmp_path)["a"].tolist() == [1.5]

@@ -315,7 +315,9 @@ def plot_spread(runs, layers: int, title: str = ""):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, column in zip(axes, ("min_train", "min_test")):
         sns.boxplot(data=data, x="label", y=column, ax=ax, color="0.9", fliersize=0)
-        sns.stripplot(data=data, x="label", y=column, hue="seed", ax=ax, size=7, palette="deep")
+        # one fixed offset per seed (no random jitter): a rebuild redraws the figure byte for byte
+        sns.stripplot(data=data, x="label", y=column, hue="seed", ax=ax, size=7, palette="deep",
+                      dodge=True, jitter=False)
         ax.set(xlabel="", ylabel=METRICS[column])
         ax.tick_params(axis="x", rotation=30)
     axes[1].get_legend().remove()

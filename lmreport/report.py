@@ -356,6 +356,10 @@ def load_models(runs, vocab_size: int, checkpoint: str = "best_test"):
     from .train import build_model
 
     models, missing = {}, []
+    duplicated = runs.duplicated(["layers", "variant"], keep=False)
+    if duplicated.any():
+        names = ", ".join(Path(d).name for d in runs.loc[duplicated, "run_dir"])
+        raise ValueError(f"runs {names} share (layers, variant); select one seed first")
     for row in runs.itertuples():
         folder = Path(row.run_dir)
         weights = folder / f"{checkpoint}.pt"

@@ -103,3 +103,12 @@ def test_models_without_committed_weights_are_listed_not_fatal(tmp_path):
     assert read_table("nothing", tmp_path) is None
     save_table(pd.DataFrame({"a": [1.5]}), "t", tmp_path)
     assert read_table("t", tmp_path)["a"].tolist() == [1.5]
+
+
+def test_models_of_two_seeds_under_one_key_are_refused(tmp_path):
+    from lmreport.report import load_models
+
+    runs = pd.DataFrame([{"layers": 1, "variant": "adabelief", "run_dir": str(tmp_path / f"L1-adabelief-s{s}")}
+                         for s in (141, 6)])
+    with pytest.raises(ValueError, match="L1-adabelief-s141, L1-adabelief-s6 share"):
+        load_models(runs, 40)

@@ -66,14 +66,23 @@ def _decay_times_x2_factor(profile: str, layers: int, seed: int, root: Path) -> 
     batches (epochs have nearly equal batch counts). The harmonic mean is below the
     arithmetic one by about mean·CV², negligible for x² under the running minimum.
     """
-    from .train import read_metrics
-
-    run = root / profile / "runs" / f"L{layers}-lm-x2-s{seed}"
+    run = x2_source_run(profile, layers, seed, root)
     if read_status(run)["status"] != "finished":
         raise ValueError(f"variant adabelief-wdx2 needs the finished run {run.name} of profile "
                          f"{profile}; run the study grid first")
-    factor = 1.0 / float(read_metrics(run)["lm_scale"].mean())
-    return dict(optimizer="adabelief", wdecay=make_config(profile, layers=layers).wdecay * factor)
+    return dict(optimizer="adabelief", wdecay=make_config(profile, layers=layers).wdecay * x2_decay_factor(run))
+
+
+def x2_source_run(profile: str, layers: int, seed: int, root: Path) -> Path:
+    """The ``lm-x2`` run whose LM factor the ``adabelief-wdx2`` run of (layers, seed) uses."""
+    return root / profile / "runs" / f"L{layers}-lm-x2-s{seed}"
+
+
+def x2_decay_factor(run: Path) -> float:
+    """D = 1 / (mean over epochs of the epoch's mean LM scale) of a recorded run."""
+    from .train import read_metrics
+
+    return 1.0 / float(read_metrics(run)["lm_scale"].mean())
 
 
 # Variants whose settings are derived from other runs: name -> f(profile, layers, seed, root).

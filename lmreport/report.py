@@ -456,18 +456,19 @@ def decay_factors(runs, profile: str):
     import pandas as pd
 
     from .config import RunConfig, make_config
-    from .train import read_metrics
+    from .grid import x2_decay_factor, x2_source_run
 
     rows = []
     for _, run in runs[(runs["variant"] == "adabelief-wdx2")].iterrows():
-        source = Path(run["run_dir"]).parent / f"L{run['layers']}-lm-x2-s{run['seed']}"
+        layers, seed = int(run["layers"]), int(run["seed"])
+        source = x2_source_run(profile, layers, seed, Path(run["run_dir"]).parents[2])
         config_path = Path(run["run_dir"]) / "config.json"
         if not config_path.is_file() or not (source / "metrics.csv").is_file():
             continue
-        mean_scale = float(read_metrics(source)["lm_scale"].mean())
-        used = RunConfig.from_json(config_path).wdecay / make_config(profile, layers=int(run["layers"])).wdecay
-        rows.append({"layers": int(run["layers"]), "seed": int(run["seed"]), "source run": source.name,
-                     "mean LM scale": mean_scale, "factor D = 1/scale": 1.0 / mean_scale,
+        factor = x2_decay_factor(source)
+        used = RunConfig.from_json(config_path).wdecay / make_config(profile, layers=layers).wdecay
+        rows.append({"layers": layers, "seed": seed, "source run": source.name,
+                     "mean LM scale": 1.0 / factor, "factor D = 1/scale": factor,
                      "decay used / profile decay": used, "status": run["status"]})
     return pd.DataFrame(rows, columns=["layers", "seed", "source run", "mean LM scale", "factor D = 1/scale",
                                        "decay used / profile decay", "status"])

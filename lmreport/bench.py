@@ -31,6 +31,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.optim import Optimizer
@@ -326,6 +328,81 @@ def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
             "aggregate_train_tokens_per_s": sum(rates)}
 
 
+CONCURRENT_RUN = dict(optimizer="adabelief-lm", f="sqrt", seed=141)  # one of the study's runs
+COMPARED = ["train_ppl", "valid_ppl", "test_ppl"]
+
+
+def _train_processes(profile: str, layers: int, run_dirs: list[Path], epochs: int, threads: int,
+                     device: str, deterministic: bool, data_dir: str | None) -> float:
+    """Train the same run in each of ``run_dirs`` at once, one process each; the wall seconds."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    args = ["--profile", profile, "--layers", str(layers), "--epochs", str(epochs), "--threads", str(threads),
+            "--device", device, "--no-progress", "--no-save-best",
+            "--deterministic" if deterministic else "--no-deterministic"]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in CONCURRENT_RUN.items()]
+    args += ["--data-dir", data_dir] if data_dir else []
+    procs = []
+    start = time.perf_counter()
+    for d in run_dirs:
+        d.mkdir(parents=True)
+        with open(d / "train.log", "w") as log:  # a file, not a pipe: N chatty children cannot block
+            procs.append(subprocess.Popen([sys.executable, "-m", "lmreport", "train", *args, "--run-dir", str(d)],
+                                          env=env, stdout=log, stderr=subprocess.STDOUT))
+    for proc, d in zip(procs, run_dirs):
+        if proc.wait() != 0:
+            tail = (d / "train.log").read_text(errors="replace").strip()[-300:]
+            raise RuntimeError(f"training process failed (exit {proc.returncode}): {tail}")
+    return time.perf_counter() - start
+
+
+def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: str = "auto",
+                    deterministic: bool = True, data_dir: str | None = None) -> list[dict]:
+    """Real training of one study run (``CONCURRENT_RUN``), alone and N copies at once.
+
+    Each process trains ``epochs`` epochs of the profile on PTB (train, batch-10 validation
+    and batch-1 test, as the grid does). Per N: the mean epoch seconds of a run (after the
+    first epoch, which carries the start-up, when there are two or more), the aggregate
+    rate, the hours this depth's 15 grid runs would take N at once, and whether every
+    copy's per-epoch perplexities equal the run trained alone, bit for bit.
+    """
+    full_epochs = make_config(profile, layers=layers).epochs
+    rows, alone = [], None
+    with tempfile.TemporaryDirectory(prefix="lmreport-concurrent-") as tmp:
+        for n in sorted({1, *counts}):
+            threads = max(1, (os.cpu_count() or 1) // n)
+            dirs = [Path(tmp) / f"L{layers}-n{n}-{k}" for k in range(n)]
+            wall = _train_processes(profile, layers, dirs, epochs, threads, device, deterministic, data_dir)
+            metrics = [pd.read_csv(d / "metrics.csv") for d in dirs]
+            if alone is None:
+                alone = metrics[0][COMPARED]
+            steady = [m["seconds"].iloc[1:] if len(m) > 1 else m["seconds"] for m in metrics]
+            epoch_s = float(np.mean([s.mean() for s in steady]))
+            row = {"layers": layers, "runs_at_once": n, "threads_per_run": threads, "epochs": epochs,
+                   "epoch_s": epoch_s, "epoch_s_slowest_run": float(max(s.mean() for s in steady)),
+                   "wall_s": wall, "aggregate_epochs_per_hour": n * 3600 / epoch_s,
+                   "identical_to_alone": all(m[COMPARED].equals(alone) for m in metrics),
+                   "projected_grid_hours_this_depth": GRID_RUNS_PER_DEPTH * full_epochs * epoch_s / n / 3600,
+                   "full_epochs": full_epochs, **{f"alone_{k}": alone[k].tolist() for k in COMPARED}}
+            if n in counts:
+                rows.append(row)
+    return rows
+
+
+def _print_concurrent(rows: list[dict], profile: str) -> None:
+    print(f"{'layers':>6} {'at once':>8} {'threads':>8} {'epoch s':>8} {'slowest':>8} {'epochs/h':>9} "
+          f"{'grid h (this depth)':>20} {'same numbers as alone':>22}")
+    for r in rows:
+        print(f"{r['layers']:>6} {r['runs_at_once']:>8} {r['threads_per_run']:>8} {r['epoch_s']:>8.1f} "
+              f"{r['epoch_s_slowest_run']:>8.1f} {r['aggregate_epochs_per_hour']:>9.0f} "
+              f"{r['projected_grid_hours_this_depth']:>20.2f} {'yes' if r['identical_to_alone'] else 'NO':>22}",
+              flush=True)
+    for n in sorted({r["runs_at_once"] for r in rows}):
+        depths = [r for r in rows if r["runs_at_once"] == n]
+        print(f"projection: the {profile} grid of depths {', '.join(str(r['layers']) for r in depths)} "
+              f"({GRID_RUNS_PER_DEPTH * len(depths)} runs), {n} at once: "
+              f"{sum(r['projected_grid_hours_this_depth'] for r in depths):,.1f} h")
+
+
 def _print_breakdown(rows: list[dict], compare: bool) -> None:
     labels = {"lstm_forward": "LSTM fwd", "lstm_backward": "LSTM bwd", "matmul": "matmul",
               "softmax_ce": "softmax/CE", "dropout_rng": "mask RNG", "other": "other"}
@@ -346,21 +423,29 @@ def _print_breakdown(rows: list[dict], compare: bool) -> None:
 def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: int = 5600,
               device: str = "auto", threads: int | None = None, out: str | None = None,
               profile: str = "paper", compare: bool = False, jobs=None, tf32: bool | str = False,
-              breakdown: bool = False) -> dict:
+              breakdown: bool = False, concurrent=None, epochs: int = 2, deterministic: bool = True,
+              data_dir: str | None = None) -> dict:
     """``tf32``: False (IEEE fp32), True (TF32 timings) or "effect" (perplexity with and without).
+
+    ``concurrent`` (list of N): instead of the synthetic step, train one study run of the
+    profile on PTB for ``epochs`` epochs, alone and N at once (``concurrent_runs``).
 
     ``breakdown`` also profiles the fast step and evaluation and prints the share of the
     kernels that the numerics fix (``KERNEL_GROUPS``); with ``compare``, the speed-up a
     change that kept those kernels could reach at most: reference time / their time."""
+    if concurrent is not None and (not concurrent or any(n < 1 for n in concurrent)):
+        raise ValueError(f"concurrent={concurrent} is invalid: one or more integers >= 1")
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} is invalid: an integer >= 1")
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
     if dev.type == "cuda":
-        configure_numerics(tf32 is True)
+        configure_numerics(tf32 is True, deterministic)
     # --compare times the reference-structured code first, with the C allocator as the
     # published code had it; the tuning below is part of what the package changes.
     untuned = {}
-    if compare and not jobs and tf32 != "effect":
+    if compare and not jobs and not concurrent and tf32 != "effect":
         print("timing the reference-structured code (C allocator defaults) ...", flush=True)
         for n in layers:
             untuned[n] = _Bench(n, profile, eval_tokens, dev, tf32 is True).reference(steps, warmup)
@@ -371,10 +456,16 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "host": platform.node(), "fast_malloc": tuned, "tf32": tf32, "profile": profile,
         "batch_size": 20, "bptt": 70, "steps": steps, "warmup": warmup, "eval_tokens": eval_tokens,
+        "deterministic": deterministic,
     }
     print(f"device {dev} ({record['device_name']}) | torch {torch.__version__} | "
           f"threads {torch.get_num_threads()} | profile {profile}")
-    if jobs:
+    if concurrent:
+        record["concurrent"] = []
+        for n in layers:
+            record["concurrent"] += concurrent_runs(profile, n, concurrent, epochs, device, deterministic, data_dir)
+        _print_concurrent(record["concurrent"], profile)
+    elif jobs:
         record["throughput"] = []
         print(f"{'layers':>6} {'jobs':>5} {'threads/job':>12} {'aggregate train tok/s':>22}")
         for n in layers:
@@ -431,7 +522,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         print(f"projection: {profile} profile, {record['results'][0]['epochs']} epochs per run; the {n_runs}-run grid of "
               f"depths {', '.join(str(r['layers']) for r in record['results'])} run one at a time: {grid_h:,.0f} h")
     path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
-        f"bench-{dev.type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
+        f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")

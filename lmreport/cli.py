@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="also time the reference-structured step and evaluation; print speed-ups")
     p_bench.add_argument("--jobs", type=int, nargs="+", default=None, metavar="N",
                          help="instead: aggregate training tokens/s of N concurrent processes")
+    p_bench.add_argument("--concurrent", type=int, nargs="+", default=None, metavar="N",
+                         help="instead: train one study run of the profile on PTB, alone and N copies at "
+                              "once (one process each, as grid --jobs N); epoch seconds, projected grid "
+                              "hours, and whether every copy's numbers equal the run alone")
+    p_bench.add_argument("--epochs", type=int, default=2, help="epochs per run with --concurrent")
+    p_bench.add_argument("--data-dir", default=None, help="PTB folder for --concurrent")
+    p_bench.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                         help="CUDA: reproducible kernels, as training uses by default")
     p_bench.add_argument("--breakdown", action="store_true",
                          help="also profile where the time goes (kernel groups) and, with --compare, "
                               "the most any change that keeps the numerics could gain")
@@ -161,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,
                       eval_tokens=args.eval_tokens, device=args.device, threads=args.threads,
                       out=args.out, profile=args.profile, compare=args.compare, jobs=args.jobs,
-                      tf32="effect" if args.tf32_effect else args.tf32, breakdown=args.breakdown)
+                      tf32="effect" if args.tf32_effect else args.tf32, breakdown=args.breakdown,
+                      concurrent=args.concurrent, epochs=args.epochs, deterministic=args.deterministic,
+                      data_dir=args.data_dir)
         elif args.command == "grid":
             from .grid import run_grid
             signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: log the sitting, keep checkpoints

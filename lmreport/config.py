@@ -29,7 +29,7 @@ PAPER_LR_EPS = {
 # Fields that say where or how a run executes, not what it computes: they may differ
 # when a run is resumed elsewhere (e.g. a Colab run continued on another machine).
 RUNTIME_FIELDS = ("device", "threads", "run_dir", "data_dir", "progress", "save_best", "trace",
-                  "fast_malloc")
+                  "fast_malloc", "deterministic")
 
 
 @dataclass
@@ -76,6 +76,7 @@ class RunConfig:
     # --- runtime
     device: str = "auto"            # auto: cuda, else mps, else cpu
     tf32: bool = False              # TF32 matmuls/RNNs on Ampere+ GPUs (published: off)
+    deterministic: bool = True      # CUDA: reproducible kernels, bit-identical resume (off: free choice)
     threads: int | None = None      # torch CPU threads (None: torch's default)
     run_dir: str | None = None      # None: results/<profile>/runs/<run name>
     progress: bool = True           # tqdm bars

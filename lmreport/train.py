@@ -68,11 +68,19 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def configure_numerics(tf32: bool) -> None:
-    """TF32 off (IEEE fp32) unless asked: the published runs used a GPU without TF32.
+def configure_numerics(tf32: bool, deterministic: bool = True) -> None:
+    """CUDA settings that decide the bits of a run; call before the first CUDA operation.
 
+    TF32 off (IEEE fp32) unless asked: the published runs used a GPU without TF32, and
     PyTorch enables TF32 for cuDNN RNNs by default on Ampere and later GPUs, which would
     silently change the numbers; this sets matmuls, convolutions and RNNs explicitly.
+
+    ``deterministic``: cuDNN and cuBLAS pick reproducible algorithms (and cuBLAS a fixed
+    workspace), so a run resumed from its checkpoint, or trained beside others on the same
+    GPU, repeats its numbers bit for bit. The arithmetic is the same fp32 arithmetic in a
+    fixed order, so this changes reproducibility, not what is computed. An operation with
+    no deterministic kernel warns instead of stopping the run (``bench --concurrent``
+    checks the outcome: each run's numbers against the same run alone).
     """
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
         precision = "tf32" if tf32 else "ieee"
@@ -82,6 +90,12 @@ def configure_numerics(tf32: bool) -> None:
     else:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
+    if deterministic:
+        # read when cuBLAS creates its handle, i.e. at the first matmul of the process
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def tune_cpu_allocator() -> bool:
@@ -405,7 +419,7 @@ def train(config: RunConfig, resume: bool = True) -> Path:
 
 def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torch.device) -> Path:
     if device.type == "cuda":
-        configure_numerics(config.tf32)
+        configure_numerics(config.tf32, config.deterministic)
     if config.fast_malloc:
         tune_cpu_allocator()
     if config.threads:

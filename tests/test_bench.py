@@ -96,3 +96,27 @@ def test_kernel_shares_put_each_op_in_its_group():
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["matmul"] > 0 and shares["softmax_ce"] > 0 and shares["dropout_rng"] > 0
     assert shares["lstm_forward"] == shares["lstm_backward"] == 0
+
+
+def test_concurrent_runs_repeat_the_run_alone_and_project_the_grid(tiny_corpus):
+    from lmreport.bench import concurrent_runs
+
+    rows = concurrent_runs("smoke", 1, [2], epochs=2, device="cpu", data_dir=str(tiny_corpus))
+    (row,) = rows
+    assert (row["layers"], row["runs_at_once"], row["epochs"], row["full_epochs"]) == (1, 2, 2, 2)
+    assert row["identical_to_alone"] and len(row["alone_test_ppl"]) == 2
+    assert row["epoch_s"] <= row["epoch_s_slowest_run"] < row["wall_s"]
+    assert row["projected_grid_hours_this_depth"] == pytest.approx(15 * 2 * row["epoch_s"] / 2 / 3600)
+    assert row["aggregate_epochs_per_hour"] == pytest.approx(2 * 3600 / row["epoch_s"])
+
+
+def test_concurrent_runs_report_a_failing_run_and_refuse_bad_counts(tiny_corpus, tmp_path, capsys):
+    from lmreport.bench import concurrent_runs
+    from lmreport.cli import main
+
+    with pytest.raises(RuntimeError, match="training process failed.*needs the canonical PTB files"):
+        concurrent_runs("cpu", 1, [1], epochs=1, device="cpu", data_dir=str(tiny_corpus))
+    assert main(["bench", "--profile", "smoke", "--concurrent", "0", "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "concurrent=[0] is invalid" in err
+    assert not (tmp_path / "b.json").exists()

@@ -177,14 +177,37 @@ def test_allocator_tuning_leaves_numbers_bit_identical(tmp_path, tiny_corpus):
     pd.testing.assert_frame_equal(runs["--fast-malloc"], runs["--no-fast-malloc"], check_exact=True)
 
 
-def test_tf32_is_off_unless_asked():
+@pytest.fixture
+def restore_numerics(monkeypatch):
+    """configure_numerics changes process-wide switches; put them back after the test."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    train_mod.configure_numerics(False, deterministic=False)
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+def test_tf32_is_off_unless_asked(restore_numerics):
     from lmreport.train import configure_numerics
     configure_numerics(False)
     assert torch.backends.cudnn.rnn.fp32_precision == "ieee"
     assert torch.backends.cuda.matmul.fp32_precision == "ieee"
     configure_numerics(True)
     assert torch.backends.cudnn.rnn.fp32_precision == "tf32"
-    configure_numerics(False)
+
+
+def test_deterministic_kernels_unless_asked_otherwise(restore_numerics):
+    import os
+    train_mod.configure_numerics(False)
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    train_mod.configure_numerics(False, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    config = make_config("paper", layers=1)
+    assert config.deterministic and "deterministic" not in config.science()  # resumable with either
 
 
 @pytest.mark.parametrize("optimizer,f", [("adabelief", None), ("adabelief-lm", "x2"), ("adabelief-lm", "cbrt")])

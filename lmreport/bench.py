@@ -355,47 +355,73 @@ def _train_processes(profile: str, layers: int, run_dirs: list[Path], epochs: in
     return time.perf_counter() - start
 
 
+def _max_relative_difference(runs: list[pd.DataFrame], ref: pd.DataFrame) -> float:
+    return max(float((m[COMPARED] / ref[COMPARED] - 1).abs().to_numpy().max()) for m in runs)
+
+
 def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: str = "auto",
                     deterministic: bool = True, data_dir: str | None = None) -> list[dict]:
     """Real training of one study run (``CONCURRENT_RUN``), alone and N copies at once.
 
     Each process trains ``epochs`` epochs of the profile on PTB (train, batch-10 validation
-    and batch-1 test, as the grid does). Per N: the mean epoch seconds of a run (after the
-    first epoch, which carries the start-up, when there are two or more), the aggregate
-    rate, the hours this depth's 15 grid runs would take N at once, and whether every
-    copy's per-epoch perplexities equal the run trained alone, bit for bit.
+    and batch-1 test, as the grid does) with cores/N threads. Per N: the mean epoch seconds
+    of a run (after the first epoch, which carries the start-up, when there are two or
+    more), the aggregate rate, the hours this depth's 15 grid runs would take N at once,
+    and whether every copy's per-epoch perplexities equal, bit for bit, the same run
+    trained alone with the same number of threads. (On a CPU the thread count itself moves
+    the last bits, so a run is reproduced with the ``threads`` its config.json records;
+    ``max_relative_difference_vs_all_cores`` shows by how much.)
     """
     full_epochs = make_config(profile, layers=layers).epochs
-    rows, alone = [], None
+    cores = os.cpu_count() or 1
+    rows, alone = [], {}  # alone: threads -> (metrics of the run trained alone, wall seconds)
     with tempfile.TemporaryDirectory(prefix="lmreport-concurrent-") as tmp:
-        for n in sorted({1, *counts}):
-            threads = max(1, (os.cpu_count() or 1) // n)
-            dirs = [Path(tmp) / f"L{layers}-n{n}-{k}" for k in range(n)]
-            wall = _train_processes(profile, layers, dirs, epochs, threads, device, deterministic, data_dir)
-            metrics = [pd.read_csv(d / "metrics.csv") for d in dirs]
-            if alone is None:
-                alone = metrics[0][COMPARED]
+        def train_alone(threads: int):
+            if threads not in alone:
+                run = Path(tmp) / f"L{layers}-alone-t{threads}"
+                wall = _train_processes(profile, layers, [run], epochs, threads, device, deterministic, data_dir)
+                alone[threads] = (pd.read_csv(run / "metrics.csv"), wall)
+            return alone[threads]
+
+        for n in sorted(set(counts)):
+            threads = max(1, cores // n)
+            ref, ref_wall = train_alone(threads)
+            if n == 1:
+                metrics, wall = [ref], ref_wall
+            else:
+                dirs = [Path(tmp) / f"L{layers}-n{n}-{k}" for k in range(n)]
+                wall = _train_processes(profile, layers, dirs, epochs, threads, device, deterministic, data_dir)
+                metrics = [pd.read_csv(d / "metrics.csv") for d in dirs]
             steady = [m["seconds"].iloc[1:] if len(m) > 1 else m["seconds"] for m in metrics]
-            epoch_s = float(np.mean([s.mean() for s in steady]))
-            row = {"layers": layers, "runs_at_once": n, "threads_per_run": threads, "epochs": epochs,
-                   "epoch_s": epoch_s, "epoch_s_slowest_run": float(max(s.mean() for s in steady)),
-                   "wall_s": wall, "aggregate_epochs_per_hour": n * 3600 / epoch_s,
-                   "identical_to_alone": all(m[COMPARED].equals(alone) for m in metrics),
-                   "projected_grid_hours_this_depth": GRID_RUNS_PER_DEPTH * full_epochs * epoch_s / n / 3600,
-                   "full_epochs": full_epochs, **{f"alone_{k}": alone[k].tolist() for k in COMPARED}}
-            if n in counts:
-                rows.append(row)
+            epoch_s = float(np.mean([x.mean() for x in steady]))
+            all_cores = alone.get(cores)
+            rows.append({
+                "layers": layers, "runs_at_once": n, "threads_per_run": threads, "epochs": epochs,
+                "epoch_s": epoch_s, "epoch_s_slowest_run": float(max(x.mean() for x in steady)),
+                "wall_s": wall, "aggregate_epochs_per_hour": n * 3600 / epoch_s,
+                "identical_to_alone": all(m[COMPARED].equals(ref[COMPARED]) for m in metrics),
+                "max_relative_difference_vs_alone": _max_relative_difference(metrics, ref),
+                "max_relative_difference_vs_all_cores": (
+                    _max_relative_difference(metrics, all_cores[0]) if all_cores else None),
+                "projected_grid_hours_this_depth": GRID_RUNS_PER_DEPTH * full_epochs * epoch_s / n / 3600,
+                "full_epochs": full_epochs,
+                **{f"runs_{k}": [m[k].tolist() for m in metrics] for k in COMPARED},
+                **{f"alone_{k}": ref[k].tolist() for k in COMPARED}})
     return rows
 
 
 def _print_concurrent(rows: list[dict], profile: str) -> None:
     print(f"{'layers':>6} {'at once':>8} {'threads':>8} {'epoch s':>8} {'slowest':>8} {'epochs/h':>9} "
-          f"{'grid h (this depth)':>20} {'same numbers as alone':>22}")
+          f"{'grid h (this depth)':>20}   same numbers as alone (same threads)   vs all cores")
     for r in rows:
+        same = "yes" if r["identical_to_alone"] else f"no, {r['max_relative_difference_vs_alone']:.1e}"
+        if r["runs_at_once"] == 1:
+            same = "(the reference)"
+        cores = r["max_relative_difference_vs_all_cores"]
         print(f"{r['layers']:>6} {r['runs_at_once']:>8} {r['threads_per_run']:>8} {r['epoch_s']:>8.1f} "
               f"{r['epoch_s_slowest_run']:>8.1f} {r['aggregate_epochs_per_hour']:>9.0f} "
-              f"{r['projected_grid_hours_this_depth']:>20.2f} {'yes' if r['identical_to_alone'] else 'NO':>22}",
-              flush=True)
+              f"{r['projected_grid_hours_this_depth']:>20.2f}   {same:<37}  "
+              f"{'-' if cores is None else f'{cores:.1e}'}", flush=True)
     for n in sorted({r["runs_at_once"] for r in rows}):
         depths = [r for r in rows if r["runs_at_once"] == n]
         print(f"projection: the {profile} grid of depths {', '.join(str(r['layers']) for r in depths)} "

@@ -104,7 +104,9 @@ def test_concurrent_runs_repeat_the_run_alone_and_project_the_grid(tiny_corpus):
     rows = concurrent_runs("smoke", 1, [2], epochs=2, device="cpu", data_dir=str(tiny_corpus))
     (row,) = rows
     assert (row["layers"], row["runs_at_once"], row["epochs"], row["full_epochs"]) == (1, 2, 2, 2)
-    assert row["identical_to_alone"] and len(row["alone_test_ppl"]) == 2
+    assert row["identical_to_alone"] and row["max_relative_difference_vs_alone"] == 0.0
+    assert len(row["alone_test_ppl"]) == 2 and row["runs_test_ppl"] == [row["alone_test_ppl"]] * 2
+    assert row["max_relative_difference_vs_all_cores"] is None  # no run with every core was asked for
     assert row["epoch_s"] <= row["epoch_s_slowest_run"] < row["wall_s"]
     assert row["projected_grid_hours_this_depth"] == pytest.approx(15 * 2 * row["epoch_s"] / 2 / 3600)
     assert row["aggregate_epochs_per_hour"] == pytest.approx(2 * 3600 / row["epoch_s"])

@@ -370,10 +370,14 @@ def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: 
     and whether every copy's per-epoch perplexities equal, bit for bit, the same run
     trained alone with the same number of threads. (On a CPU the thread count itself moves
     the last bits, so a run is reproduced with the ``threads`` its config.json records;
-    ``max_relative_difference_vs_all_cores`` shows by how much.)
+    ``max_relative_difference_vs_all_cores`` shows by how much.) On CUDA every run gets
+    cores/max(N) host threads.
     """
     full_epochs = make_config(profile, layers=layers).epochs
     cores = os.cpu_count() or 1
+    # CPU: cores/N threads, as grid --jobs N gives each run. On a GPU the host threads only
+    # feed the device, so every run gets the same share and one run alone is the reference.
+    on_gpu = select_device(device).type == "cuda"
     rows, alone = [], {}  # alone: threads -> (metrics of the run trained alone, wall seconds)
     with tempfile.TemporaryDirectory(prefix="lmreport-concurrent-") as tmp:
         def train_alone(threads: int):
@@ -384,7 +388,7 @@ def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: 
             return alone[threads]
 
         for n in sorted(set(counts)):
-            threads = max(1, cores // n)
+            threads = max(1, cores // (max(counts) if on_gpu else n))
             ref, ref_wall = train_alone(threads)
             if n == 1:
                 metrics, wall = [ref], ref_wall

@@ -448,8 +448,10 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
     _write_metrics(run_dir, history)  # the checkpoint is the source of truth for history
     if config.trace:
         _append_trace(run_dir, len(history), [])  # drop rows of an epoch that did not finish
+    # the thread count actually used: on a CPU it moves the last bits (README), and
+    # config.threads is None when torch's default was taken
     meta = {"device": str(device), "torch": torch.__version__, "host": platform.node(),
-            "data_md5": corpus.md5}
+            "threads": torch.get_num_threads(), "data_md5": corpus.md5}
     _write_status(run_dir, "running", epoch=len(history), **meta)
 
     try:

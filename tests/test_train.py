@@ -33,6 +33,7 @@ def test_smoke_profile_two_epochs_on_ptb(ptb_dir, tmp_path):
     status = read_status(run_dir)
     assert status["status"] == "finished" and status["epoch"] == 2
     assert status["data_md5"]["train"] == "f26c4b92c5fdc7b3f8c7cdcb991d8420"
+    assert status["threads"] == torch.get_num_threads()  # the run trained in this process
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["optimizer"] == "adabelief-lm" and saved["lr"] == 1e-2 and saved["f"] == "cbrt"
     m = read_metrics(run_dir)

@@ -39,11 +39,11 @@ from torch.optim import Optimizer
 
 from .config import make_config
 from .data import get_batch, repo_root
-from .grid import STUDY_SEEDS, STUDY_VARIANTS
+from .grid import STUDY_SEEDS, STUDY_VARIANTS, _die_with_parent, _tail
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
-from .train import (build_model, build_optimizer, configure_numerics, evaluate, select_device,
+from .train import (build_model, build_optimizer, configure_numerics, evaluate, read_status, select_device,
                     train_step, tune_cpu_allocator)
 
 VOCAB = 10_000
@@ -343,15 +343,22 @@ def _train_processes(profile: str, layers: int, run_dirs: list[Path], epochs: in
     args += ["--data-dir", data_dir] if data_dir else []
     procs = []
     start = time.perf_counter()
-    for d in run_dirs:
-        d.mkdir(parents=True)
-        with open(d / "train.log", "w") as log:  # a file, not a pipe: N chatty children cannot block
-            procs.append(subprocess.Popen([sys.executable, "-m", "lmreport", "train", *args, "--run-dir", str(d)],
-                                          env=env, stdout=log, stderr=subprocess.STDOUT))
-    for proc, d in zip(procs, run_dirs):
-        if proc.wait() != 0:
-            tail = (d / "train.log").read_text(errors="replace").strip()[-300:]
-            raise RuntimeError(f"training process failed (exit {proc.returncode}): {tail}")
+    try:
+        for d in run_dirs:
+            d.mkdir(parents=True)
+            with open(d / "train.log", "w") as log:  # a file, not a pipe: N chatty children cannot block
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "lmreport", "train", *args, "--run-dir", str(d)], env=env, stdout=log,
+                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if os.name == "posix" else None))
+        for proc, d in zip(procs, run_dirs):
+            status = read_status(d)["status"] if proc.wait() == 0 else "failed"
+            if status != "finished":
+                raise RuntimeError(f"training process {status} (exit {proc.returncode}): {_tail(d / 'train.log')}")
+    finally:  # one failed or Ctrl-C: the others would only keep the cores (or the GPU) busy
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return time.perf_counter() - start
 
 
@@ -467,6 +474,8 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         raise ValueError(f"concurrent={concurrent} is invalid: one or more integers >= 1")
     if epochs < 1:
         raise ValueError(f"epochs={epochs} is invalid: an integer >= 1")
+    if concurrent and (jobs or threads):
+        raise ValueError("--concurrent sets the threads itself (cores/N per run); drop --jobs and --threads")
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)

@@ -218,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError) as err:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if args.command != "bench":
+            raise
+        print(f"lmreport bench: error: {err}", file=sys.stderr)  # a benchmark process failed
+        return 1
     except KeyboardInterrupt:
         if args.command != "grid":
             raise

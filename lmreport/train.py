@@ -78,9 +78,11 @@ def configure_numerics(tf32: bool, deterministic: bool = True) -> None:
     ``deterministic``: cuDNN and cuBLAS pick reproducible algorithms (and cuBLAS a fixed
     workspace), so a run resumed from its checkpoint, or trained beside others on the same
     GPU, repeats its numbers bit for bit. The arithmetic is the same fp32 arithmetic in a
-    fixed order, so this changes reproducibility, not what is computed. An operation with
+    fixed order, so this changes reproducibility, not what is computed (the last bits may
+    differ from a run without it, as they do between CPU thread counts). An operation with
     no deterministic kernel warns instead of stopping the run (``bench --concurrent``
-    checks the outcome: each run's numbers against the same run alone).
+    checks the outcome: each run's numbers against the same run alone). The switches are
+    process-wide and stay set after the run.
     """
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
         precision = "tf32" if tf32 else "ieee"
@@ -96,6 +98,9 @@ def configure_numerics(tf32: bool, deterministic: bool = True) -> None:
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Deterministic mode would also fill every torch.empty with NaN (one extra kernel per
+    # dropout mask); the package never reads memory it has not written.
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def tune_cpu_allocator() -> bool:

@@ -116,9 +116,15 @@ def test_concurrent_runs_report_a_failing_run_and_refuse_bad_counts(tiny_corpus,
     from lmreport.bench import concurrent_runs
     from lmreport.cli import main
 
-    with pytest.raises(RuntimeError, match="training process failed.*needs the canonical PTB files"):
+    with pytest.raises(RuntimeError, match="(?s)training process failed .exit 2.*needs the canonical PTB files"):
         concurrent_runs("cpu", 1, [1], epochs=1, device="cpu", data_dir=str(tiny_corpus))
     assert main(["bench", "--profile", "smoke", "--concurrent", "0", "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "concurrent=[0] is invalid" in err
+    assert main(["bench", "--profile", "smoke", "--concurrent", "2", "--threads", "1"]) == 2
+    assert "drop --jobs and --threads" in capsys.readouterr().err
+    assert main(["bench", "--profile", "cpu", "--layers", "1", "--concurrent", "1", "--epochs", "1",
+                 "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "b.json")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs the canonical PTB files" in err
     assert not (tmp_path / "b.json").exists()

@@ -25,15 +25,19 @@ def _tiny(tmp_path, tiny_corpus, **kw):
 
 
 def test_smoke_profile_two_epochs_on_ptb(ptb_dir, tmp_path):
-    config = make_config("smoke", layers=1, optimizer="adabelief-lm", f="cbrt",
+    config = make_config("smoke", layers=1, optimizer="adabelief-lm", f="cbrt", threads=1,
                          data_dir=str(ptb_dir), run_dir=str(tmp_path / "run"), progress=False)
-    run_dir = train(config)
+    threads = torch.get_num_threads()
+    try:
+        run_dir = train(config)
+    finally:
+        torch.set_num_threads(threads)
     assert sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")) == [
         "best_test.pt", "best_valid.pt", "checkpoint.pt", "config.json", "metrics.csv", "status.json"]
     status = read_status(run_dir)
     assert status["status"] == "finished" and status["epoch"] == 2
     assert status["data_md5"]["train"] == "f26c4b92c5fdc7b3f8c7cdcb991d8420"
-    assert status["threads"] == torch.get_num_threads()  # the run trained in this process
+    assert status["threads"] == 1
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["optimizer"] == "adabelief-lm" and saved["lr"] == 1e-2 and saved["f"] == "cbrt"
     m = read_metrics(run_dir)
@@ -181,13 +185,18 @@ def test_allocator_tuning_leaves_numbers_bit_identical(tmp_path, tiny_corpus):
 @pytest.fixture
 def restore_numerics(monkeypatch):
     """configure_numerics changes process-wide switches; put them back after the test."""
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # recorded, so undone after the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    precisions = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    saved = ([b.fp32_precision for b in precisions], torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
     yield
-    train_mod.configure_numerics(False, deterministic=False)
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+    for backend, value in zip(precisions, saved[0]):
+        backend.fp32_precision = value
+    torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+     torch.utils.deterministic.fill_uninitialized_memory) = saved[3:]
 
 
 def test_tf32_is_off_unless_asked(restore_numerics):
@@ -205,6 +214,7 @@ def test_deterministic_kernels_unless_asked_otherwise(restore_numerics):
     assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
     assert not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.utils.deterministic.fill_uninitialized_memory  # no NaN fill of every dropout mask
     train_mod.configure_numerics(False, deterministic=False)
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
     config = make_config("paper", layers=1)

@@ -128,3 +128,28 @@ def test_concurrent_runs_report_a_failing_run_and_refuse_bad_counts(tiny_corpus,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs the canonical PTB files" in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_readme_concurrency_table_is_the_committed_bench_record():
+    """The README's real-epoch table is read off results/bench/concurrent-cpu-*.json, not typed."""
+    import json
+    import re
+
+    from lmreport.data import repo_root
+
+    root = repo_root()
+    text = (root / "README.md").read_text()
+    name = re.search(r"\*\*Real epochs, alone and two at once\*\*.*?`(results/bench/concurrent-cpu-[\d-]+\.json)`",
+                     text, flags=re.S).group(1)
+    rows = {(r["layers"], r["runs_at_once"]): r for r in json.loads((root / name).read_text())["concurrent"]}
+    table = re.findall(r"^\| (\d) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)× \| (yes|no) \| ([\d.]+) × 10⁻(\S+) \| ([\d.]+) h \|$",
+                       text, flags=re.M)
+    assert [int(t[0]) for t in table] == [1, 2, 3]
+    superscript = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+    for layers, alone_s, both_s, gain, same, mant, exp, hours in table:
+        alone, two = rows[(int(layers), 1)], rows[(int(layers), 2)]
+        assert (alone_s, both_s) == (f"{alone['epoch_s']:.1f}", f"{two['epoch_s']:.1f}")
+        assert gain == f"{2 * alone['epoch_s'] / two['epoch_s']:.2f}"
+        assert (same == "yes") == two["identical_to_alone"]
+        assert f"{mant}e-0{exp.translate(superscript)}" == f"{two['max_relative_difference_vs_all_cores']:.1e}"
+        assert hours == f"{two['projected_grid_hours_this_depth']:.2f}"

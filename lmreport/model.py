@@ -147,5 +147,5 @@ def find_in_stream(stream: torch.Tensor, pattern: list[int]) -> int | None:
     if n == 0 or n > stream.numel():
         return None
     windows = stream.unfold(0, n, 1)  # (N-n+1, n)
-    hits = (windows == torch.tensor(pattern, dtype=stream.dtype)).all(dim=1).nonzero()
+    hits = (windows == torch.tensor(pattern, dtype=stream.dtype, device=stream.device)).all(dim=1).nonzero()
     return int(hits[0]) if len(hits) else None

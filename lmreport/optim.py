@@ -133,8 +133,12 @@ class LandscapeModification:
     def state_dict(self) -> dict:
         return {"c": self.c, "stats": dict(self.stats)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.c, self.stats = state["c"], dict(state["stats"])
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        """``device``: where the losses will be (c and the statistics follow them there)."""
+        def place(value):
+            return value.to(device) if device is not None and torch.is_tensor(value) else value
+        self.c = place(state["c"])
+        self.stats = {k: place(v) for k, v in state["stats"].items()}
 
 
 def _check_hparams(lr: float, betas: tuple[float, float], eps: float, weight_decay: float) -> None:

@@ -262,6 +262,12 @@ def loss_slice(obj: Objective, config: SharpnessConfig, gen: torch.Generator) ->
 def measure(model: AWDLSTM, train_tokens: torch.Tensor, config: SharpnessConfig | None = None) -> dict:
     """All measures for one model; returns a JSON-ready dict (with timings)."""
     config = config or SharpnessConfig()
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        # cuDNN RNNs default to TF32 on recent GPUs, far too coarse for finite differences at
+        # radius 1e-2; the function does not rely on its caller having set this
+        from .train import configure_numerics
+        configure_numerics(False)
     start = time.perf_counter()
     obj = Objective(model, train_tokens, config)
     gen = torch.Generator().manual_seed(config.seed)
@@ -271,7 +277,8 @@ def measure(model: AWDLSTM, train_tokens: torch.Tensor, config: SharpnessConfig 
     hvp_seconds = time.perf_counter() - t0
     like = [p.detach() for p in obj.params]
     result = {"loss": base, "weight_norm": _norm(like), "hvp_seconds": hvp_seconds,
-              "n_parameters": sum(p.numel() for p in obj.params), "config": config.to_dict()}
+              "n_parameters": sum(p.numel() for p in obj.params), "config": config.to_dict(),
+              "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__}
     result.update(lanczos(obj.hvp, like, config.lanczos_steps, gen))
     result.update(hutchinson(obj.hvp, like, config.hutchinson_probes, gen))
     result.update(adaptive_sharpness(obj, base, config, gen))
@@ -289,7 +296,7 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     """
     from .config import RunConfig
     from .data import load_corpus
-    from .train import _atomic_write, build_model, configure_numerics
+    from .train import _atomic_write, build_model
 
     run_dir, config = Path(run_dir), config or SharpnessConfig()
     cached = cached_result(run_dir, checkpoint, config)
@@ -302,8 +309,6 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     run = RunConfig.from_json(run_dir / "config.json")
     corpus = corpus or load_corpus(run.data_dir, progress=False)
     state = torch.load(weights, map_location=device, weights_only=False)
-    if torch.device(device).type == "cuda":
-        configure_numerics(False)
     torch.manual_seed(run.seed)
     model = build_model(run, len(corpus.dictionary)).to(device)
     model.load_state_dict(state["model"])

@@ -45,6 +45,11 @@ from .model import AWDLSTM, repackage_hidden
 from .optim import AdaBelief, LandscapeModification
 from .regularize import activation_reg, temporal_activation_reg
 
+# cuBLAS fixes its workspace at the process's first matmul, which in a notebook may come
+# before train() (loading a model, generating text); set here, deterministic runs stay
+# deterministic there too. A CPU ignores it.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 PROFILES_NEEDING_PTB = ("paper", "cpu")
 
@@ -66,6 +71,13 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device='mps' is invalid: MPS is not available here (use auto or cpu)")
     return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    """What the numbers ran on: the GPU's model (an H100 and a Colab T4 both say "cuda")."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def configure_numerics(tf32: bool, deterministic: bool = True) -> None:
@@ -93,7 +105,7 @@ def configure_numerics(tf32: bool, deterministic: bool = True) -> None:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     if deterministic:
-        # read when cuBLAS creates its handle, i.e. at the first matmul of the process
+        # also set on import (above); a caller may have removed it since
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
@@ -129,10 +141,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """Every random stream a run draws from. CUDA's only for a CUDA run: asking for it
+    would start a CUDA context (memory on the GPU) in a CPU run on a GPU machine."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
              "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -140,9 +154,11 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    # torch takes generator states only as CPU byte tensors, wherever the checkpoint was mapped
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # a checkpoint from a machine with more GPUs restores the devices this one has
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"][: torch.cuda.device_count()]])
 
 
 # ---------------------------------------------------------------- building blocks
@@ -425,7 +441,7 @@ def train(config: RunConfig, resume: bool = True) -> Path:
 def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torch.device) -> Path:
     if device.type == "cuda":
         configure_numerics(config.tf32, config.deterministic)
-    if config.fast_malloc:
+    if config.fast_malloc and device.type == "cpu":  # a GPU run's large blocks live on the device
         tune_cpu_allocator()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -442,11 +458,14 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
     history: list[dict] = []
     best = {"valid_ppl": math.inf, "test_ppl": math.inf}
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # Read onto the CPU, then let each owner place its state: load_state_dict copies the
+        # weights and moments to the parameters' device, while torch.optim keeps a
+        # non-capturable optimizer's step counts on the CPU, where reading them needs no sync.
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if lm is not None:
-            lm.load_state_dict(ckpt["lm"])
+            lm.load_state_dict(ckpt["lm"], device)
         set_rng_state(ckpt["rng"])
         history, best = ckpt["history"], ckpt["best"]
     config.to_json(run_dir / "config.json")
@@ -455,7 +474,8 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
         _append_trace(run_dir, len(history), [])  # drop rows of an epoch that did not finish
     # the thread count actually used: on a CPU it moves the last bits (README), and
     # config.threads is None when torch's default was taken
-    meta = {"device": str(device), "torch": torch.__version__, "host": platform.node(),
+    meta = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+            "host": platform.node(),
             "threads": torch.get_num_threads(), "data_md5": corpus.md5}
     _write_status(run_dir, "running", epoch=len(history), **meta)
 
@@ -484,7 +504,7 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
                                       lambda tmp: torch.save({"epoch": epoch, "model": model.state_dict()}, tmp))
             state = {"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "lm": lm.state_dict() if lm else None,
-                     "rng": rng_state(), "history": history, "best": best}
+                     "rng": rng_state(device), "history": history, "best": best}
             if trace:
                 _append_trace(run_dir, epoch, trace)
             _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))

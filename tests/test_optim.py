@@ -103,6 +103,12 @@ def test_lm_epoch_means_and_state_roundtrip():
     copy = LandscapeModification("x")
     copy.load_state_dict(lm.state_dict())
     assert copy.scale(4.0) == lm.scale(4.0) == pytest.approx(1 / 3)
+    # a checkpoint read onto the CPU puts c and the statistics where the losses will be
+    placed = LandscapeModification("x")
+    placed.load_state_dict(lm.state_dict(), device="meta")
+    assert placed.c.device.type == "meta"
+    assert all(v.device.type == "meta" for v in placed.stats.values() if torch.is_tensor(v))
+    assert placed.stats["n"] == lm.stats["n"]
 
 
 def test_f_identically_zero_reproduces_adabelief_exactly():

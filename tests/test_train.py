@@ -38,6 +38,10 @@ def test_smoke_profile_two_epochs_on_ptb(ptb_dir, tmp_path):
     assert status["status"] == "finished" and status["epoch"] == 2
     assert status["data_md5"]["train"] == "f26c4b92c5fdc7b3f8c7cdcb991d8420"
     assert status["threads"] == 1
+    assert status["device_name"] == train_mod.device_name(torch.device(status["device"]))
+    # a CPU run's checkpoint holds no CUDA generator (asking for it would start CUDA on a GPU box)
+    assert "cuda" not in torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)["rng"] \
+        or status["device"].startswith("cuda")
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["optimizer"] == "adabelief-lm" and saved["lr"] == 1e-2 and saved["f"] == "cbrt"
     m = read_metrics(run_dir)
@@ -125,7 +129,7 @@ def test_failure_is_recorded(tmp_path, tiny_corpus, monkeypatch):
 @pytest.mark.parametrize("mode", ["frozen", "trained"])
 def test_weight_drop_modes_in_a_real_run(tmp_path, tiny_corpus, mode):
     run_dir = train(_tiny(tmp_path, tiny_corpus, epochs=1, wdrop_mode=mode, save_best=False))
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)  # GPU runs too
     torch.manual_seed(ckpt["config"]["seed"])  # 40 words + <eos> in the tiny corpus
     initial = train_mod.build_model(make_config("smoke", **{k: v for k, v in ckpt["config"].items()
                                                             if k != "profile"}), 41)

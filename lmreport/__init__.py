@@ -2,6 +2,7 @@
 
 Modules, one concept each: ``config`` (RunConfig, profiles), ``data`` (PTB), ``regularize``
 (AWD-LSTM regularisers), ``model`` (AWD-LSTM), ``optim`` (AdaBelief, landscape
-modification), ``train`` (the protocol and resumable runs), ``bench`` (speed), ``cli``.
+modification), ``train`` (the protocol and resumable runs), ``bench`` (speed),
+``benchtables`` (the README's tables from bench records), ``cli``.
 """
 __version__ = "0.1.0"

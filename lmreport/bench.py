@@ -12,7 +12,9 @@ says how much of the gain is the allocator and how much the code. ``--jobs 1 2``
 the aggregate training throughput of N concurrent processes with cores/N threads each,
 which is how ``grid --jobs N`` runs. ``--breakdown`` profiles the fast step and evaluation
 and splits their time into the kernels the numerics fix and the rest (``KERNEL_GROUPS``).
-Results are printed and saved as JSON under ``results/bench/``.
+Results are printed and saved as JSON under ``results/bench/`` (after every depth, so a
+bench cut short keeps what it measured); ``benchtables`` turns the records into the
+README's tables.
 
 The reference-structured pieces are also the test oracle of the fast ones: the fast
 step reproduces the reference step bit for bit on CPU (tests/test_bench.py).
@@ -43,8 +45,8 @@ from .grid import STUDY_SEEDS, STUDY_VARIANTS, _die_with_parent, _tail
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
-from .train import (build_model, build_optimizer, configure_numerics, evaluate, read_status, select_device,
-                    train_step, tune_cpu_allocator)
+from .train import (_atomic_write, build_model, build_optimizer, configure_numerics, device_name, evaluate,
+                    read_status, select_device, train_step, tune_cpu_allocator)
 
 VOCAB = 10_000
 PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}   # SPEC §4
@@ -139,13 +141,18 @@ KERNEL_GROUPS = {
     "matmul": ("aten::mm", "aten::addmm", "aten::bmm"),
     "softmax_ce": ("aten::_log_softmax", "aten::_log_softmax_backward_data", "aten::nll_loss_forward",
                    "aten::nll_loss_backward"),
-    "dropout_rng": ("aten::bernoulli_", "aten::uniform_"),
+    "dropout_rng": ("aten::bernoulli_", "aten::uniform_", "aten::native_dropout"),  # the last: CUDA's fused mask
 }
 
 
-def kernel_shares(fn, device: torch.device) -> dict:
-    """Run ``fn`` under the torch profiler; the share of its self time in each kernel group
-    (and ``other``), summing to 1. On CUDA the device time is split, on CPU the host time."""
+def kernel_shares(fn, device: torch.device, wall_s: float | None = None) -> dict:
+    """Run ``fn`` under the torch profiler; the share of its time in each kernel group,
+    ``other`` and ``idle``, summing to 1.
+
+    On a CPU the groups split the host's self time and ``idle`` is 0. On CUDA they split
+    the device time, and with ``wall_s`` (``fn``'s wall time measured without the
+    profiler) ``idle`` is the part of it in which the GPU ran no kernel: launch latency and
+    Python between kernels, the time CUDA graphs would take away."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -154,13 +161,29 @@ def kernel_shares(fn, device: torch.device) -> dict:
         _sync(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     group_of = {name: group for group, names in KERNEL_GROUPS.items() for name in names}
-    times = dict.fromkeys([*KERNEL_GROUPS, "other"], 0.0)
+    times_us = dict.fromkeys([*KERNEL_GROUPS, "other"], 0.0)
     for event in prof.key_averages():
         if device.type == "cuda" and event.device_type != torch.autograd.DeviceType.CPU:
             continue  # kernel rows: their time is already the self device time of the op that launched them
-        times[group_of.get(event.key, "other")] += getattr(event, attr)
-    total = sum(times.values()) or 1.0
-    return {group: t / total for group, t in times.items()}
+        times_us[group_of.get(event.key, "other")] += getattr(event, attr)
+    return shares_of(times_us, wall_s if device.type == "cuda" else None)
+
+
+def shares_of(times_us: dict, wall_s: float | None = None) -> dict:
+    """Group times (microseconds) as shares; with ``wall_s`` the time not covered by any
+    group is ``idle`` (profiler noise that makes the groups exceed the wall time leaves
+    ``idle`` at 0 instead of negative)."""
+    busy = sum(times_us.values())
+    total = max(busy, 1e6 * wall_s) if wall_s else busy
+    total = total or 1.0
+    shares = {group: t / total for group, t in times_us.items()}
+    shares["idle"] = 1.0 - busy / total if wall_s else 0.0
+    return shares
+
+
+def fixed_share(shares: dict) -> float:
+    """The share of the time in kernels the model and the numerics fix."""
+    return sum(shares[g] for g in KERNEL_GROUPS)
 
 
 # ------------------------------------------------------------------------- timing
@@ -227,11 +250,14 @@ class _Bench:
         self.step, self.eval = step, lambda: evaluate(model, self.test, config.bptt)
         return row
 
-    def breakdown(self, steps: int) -> dict:
-        """Kernel-group shares of the step and the batch-1 evaluation (after ``fast``)."""
+    def breakdown(self, steps: int, row: dict) -> dict:
+        """Kernel-group shares of the step and the batch-1 evaluation (after ``fast``, whose
+        unprofiled times in ``row`` are the wall times the shares refer to on CUDA)."""
         self.model.train()  # ``fast`` ended with an evaluation, which left the model in eval mode
-        return {"step_kernel_shares": kernel_shares(lambda: [self.step() for _ in range(steps)], self.device),
-                "eval_kernel_shares": kernel_shares(self.eval, self.device)}
+        return {"step_kernel_shares": kernel_shares(lambda: [self.step() for _ in range(steps)], self.device,
+                                                    steps * row["step_ms"] / 1000),
+                "eval_kernel_shares": kernel_shares(self.eval, self.device,
+                                                    self.eval_tokens / row["test_eval_tokens_per_s"])}
 
     def reference(self, steps: int, warmup: int) -> dict:
         """The reference-structured step and evaluation (same model, batch and stream)."""
@@ -282,14 +308,15 @@ def project(row: dict, config) -> dict:
             "projected_grid_hours_this_depth": GRID_RUNS_PER_DEPTH * run_h}
 
 
-def tf32_effect(layers: int, profile: str, steps: int, eval_tokens: int, device: torch.device) -> dict:
+def tf32_effect(layers: int, profile: str, steps: int, eval_tokens: int, device: torch.device,
+                deterministic: bool = True) -> dict:
     """CUDA: the same short training and evaluation with IEEE fp32 and with TF32.
 
     Reports both perplexities and their relative difference, the price of ``--tf32``."""
     out = {"layers": layers}
     gen_seed = 0
     for tf32 in (False, True):
-        configure_numerics(tf32)
+        configure_numerics(tf32, deterministic)
         config = make_config(profile, layers=layers, optimizer="adabelief-lm", f="sqrt", seed=0, tf32=tf32)
         torch.manual_seed(0)
         model = build_model(config, VOCAB).to(device)
@@ -304,7 +331,7 @@ def tf32_effect(layers: int, profile: str, steps: int, eval_tokens: int, device:
                                       repackage_hidden(hidden), config, params)
         test = torch.randint(VOCAB, (eval_tokens, 1), generator=gen).to(device)
         out["ppl_tf32" if tf32 else "ppl_ieee"] = math.exp(evaluate(model, test, config.bptt))
-    configure_numerics(False)
+    configure_numerics(False, deterministic)
     out["relative_difference"] = out["ppl_tf32"] / out["ppl_ieee"] - 1
     return out
 
@@ -391,12 +418,12 @@ def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: 
             if threads not in alone:
                 run = Path(tmp) / f"L{layers}-alone-t{threads}"
                 wall = _train_processes(profile, layers, [run], epochs, threads, device, deterministic, data_dir)
-                alone[threads] = (pd.read_csv(run / "metrics.csv"), wall)
+                alone[threads] = (pd.read_csv(run / "metrics.csv"), wall, read_status(run).get("device_name"))
             return alone[threads]
 
         for n in sorted(set(counts)):
             threads = max(1, cores // (max(counts) if on_gpu else n))
-            ref, ref_wall = train_alone(threads)
+            ref, ref_wall, name = train_alone(threads)
             if n == 1:
                 metrics, wall = [ref], ref_wall
             else:
@@ -407,7 +434,8 @@ def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: 
             epoch_s = float(np.mean([x.mean() for x in steady]))
             all_cores = alone.get(cores)
             rows.append({
-                "layers": layers, "runs_at_once": n, "threads_per_run": threads, "epochs": epochs,
+                "layers": layers, "runs_at_once": n, "device_name": name, "threads_per_run": threads,
+                "epochs": epochs,
                 "epoch_s": epoch_s, "epoch_s_slowest_run": float(max(x.mean() for x in steady)),
                 "wall_s": wall, "aggregate_epochs_per_hour": n * 3600 / epoch_s,
                 "identical_to_alone": all(m[COMPARED].equals(ref[COMPARED]) for m in metrics),
@@ -440,17 +468,22 @@ def _print_concurrent(rows: list[dict], profile: str) -> None:
               f"{sum(r['projected_grid_hours_this_depth'] for r in depths):,.1f} h")
 
 
-def _print_breakdown(rows: list[dict], compare: bool) -> None:
+def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
     labels = {"lstm_forward": "LSTM fwd", "lstm_backward": "LSTM bwd", "matmul": "matmul",
               "softmax_ce": "softmax/CE", "dropout_rng": "mask RNG", "other": "other"}
-    print("share of self time per kernel group (other = what code structure can change)")
+    ev_groups = ["lstm_forward", "matmul", "softmax_ce", "other"]
+    if on_gpu:  # the GPU waiting for the host, the part CUDA graphs would remove
+        labels["idle"] = "GPU idle"
+        ev_groups.append("idle")
+    print("share of " + ("wall time per kernel group on the GPU" if on_gpu else "self time per kernel group")
+          + " (other" + (" and GPU idle" if on_gpu else "") + " = what code structure can change)")
     print(f"{'layers':>6}  step: " + " ".join(f"{labels[g]:>10}" for g in labels)
-          + "   test-eval: " + " ".join(f"{labels[g]:>10}" for g in ("lstm_forward", "matmul", "softmax_ce", "other"))
+          + "   test-eval: " + " ".join(f"{labels[g]:>10}" for g in ev_groups)
           + ("   ceiling vs reference: step  test-eval" if compare else ""))
     for row in rows:
         step, ev = row["step_kernel_shares"], row["eval_kernel_shares"]
         line = (f"{row['layers']:>6}        " + " ".join(f"{step[g]:>10.1%}" for g in labels) + "              "
-                + " ".join(f"{ev[g]:>10.1%}" for g in ("lstm_forward", "matmul", "softmax_ce", "other")))
+                + " ".join(f"{ev[g]:>10.1%}" for g in ev_groups))
         if compare:
             line += (f"   {row['ceiling_train_step_vs_reference']:>20.2f}x "
                      f"{row['ceiling_test_eval_vs_reference']:>9.2f}x")
@@ -489,20 +522,34 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         for n in layers:
             untuned[n] = _Bench(n, profile, eval_tokens, dev, tf32 is True).reference(steps, warmup)
     tuned = tune_cpu_allocator()
+    now = datetime.now(timezone.utc)
+    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
+        f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(complete: bool) -> None:
+        # after every depth, so a bench stopped by a time limit keeps the depths it finished
+        record["complete"] = complete
+        _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+
     record = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "date": now.isoformat(timespec="seconds"), "device": str(dev),
+        # --concurrent leaves CUDA to its training processes: a context here would hold GPU
+        # memory all along, and block them on a GPU in exclusive-process mode
+        "device_name": device_name(dev) if not concurrent else None,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "host": platform.node(), "fast_malloc": tuned, "tf32": tf32, "profile": profile,
         "batch_size": 20, "bptt": 70, "steps": steps, "warmup": warmup, "eval_tokens": eval_tokens,
         "deterministic": deterministic,
     }
-    print(f"device {dev} ({record['device_name']}) | torch {torch.__version__} | "
+    print(f"device {dev} ({record['device_name'] or 'named by the runs'}) | torch {torch.__version__} | "
           f"threads {torch.get_num_threads()} | profile {profile}")
     if concurrent:
         record["concurrent"] = []
         for n in layers:
             record["concurrent"] += concurrent_runs(profile, n, concurrent, epochs, device, deterministic, data_dir)
+            record["device_name"] = record["concurrent"][0]["device_name"]
+            save(complete=False)
         _print_concurrent(record["concurrent"], profile)
     elif jobs:
         record["throughput"] = []
@@ -513,16 +560,18 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
                 record["throughput"].append(row)
                 print(f"{n:>6} {j:>5} {row['threads_per_job']:>12} {row['aggregate_train_tokens_per_s']:>22,.0f}",
                       flush=True)
+                save(complete=False)
     elif tf32 == "effect":
         if dev.type != "cuda":
             raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
         record["tf32_effect"] = []
         print(f"{'layers':>6} {'PPL fp32':>10} {'PPL tf32':>10} {'relative':>9}")
         for n in layers:
-            row = tf32_effect(n, profile, steps, eval_tokens, dev)
+            row = tf32_effect(n, profile, steps, eval_tokens, dev, deterministic)
             record["tf32_effect"].append(row)
             print(f"{n:>6} {row['ppl_ieee']:>10.3f} {row['ppl_tf32']:>10.3f} {row['relative_difference']:>+9.2e}",
                   flush=True)
+            save(complete=False)
     else:
         record["results"] = []
         head = (f"{'layers':>6} {'train tok/s':>12} {'step ms':>8} {'opt ms':>7} {'test-eval tok/s':>16} "
@@ -544,25 +593,23 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
                          f"{row['speedup_test_eval_vs_reference']:>10.2f}x "
                          f"{row['speedup_train_step_vs_reference_tuned_allocator']:>12.2f}x")
             if breakdown:
-                row.update(bench.breakdown(steps))
+                row.update(bench.breakdown(steps, row))
                 if compare:
-                    # with only the fixed kernels left, the time would be (1 - other) of today's
+                    # with only the fixed kernels left, the time would be their share of today's
                     for what, kind in (("train_step", "step"), ("test_eval", "eval")):
                         row[f"ceiling_{what}_vs_reference"] = (
-                            row[f"speedup_{what}_vs_reference"] / (1.0 - row[f"{kind}_kernel_shares"]["other"]))
+                            row[f"speedup_{what}_vs_reference"] / fixed_share(row[f"{kind}_kernel_shares"]))
             record["results"].append(row)
             print(line, flush=True)
+            save(complete=False)
         if breakdown:
-            _print_breakdown(record["results"], compare)
+            _print_breakdown(record["results"], compare, dev.type == "cuda")
     if record.get("results"):
         grid_h = sum(r["projected_grid_hours_this_depth"] for r in record["results"])
         record["projected_grid_hours"] = grid_h
         n_runs = GRID_RUNS_PER_DEPTH * len(record["results"])
         print(f"projection: {profile} profile, {record['results'][0]['epochs']} epochs per run; the {n_runs}-run grid of "
               f"depths {', '.join(str(r['layers']) for r in record['results'])} run one at a time: {grid_h:,.0f} h")
-    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
-        f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    save(complete=True)
     print(f"wrote {path}")
     return record

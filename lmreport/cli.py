@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--device", default="auto")
     p_bench.add_argument("--threads", type=int, default=None)
     p_bench.add_argument("--out", default=None, help="JSON file (default: results/bench/...)")
+    p_bench.add_argument("--summarize", nargs="+", default=None, metavar="FILE",
+                         help="instead: print the README tables of these bench records (one kind at a time)")
+    p_bench.add_argument("--update-readme", action="store_true",
+                         help="instead: re-render README.md's bench blocks from the records they name")
 
     p_grid = sub.add_parser("grid", help="run a grid of runs through notebook 03 with papermill")
     _add_grid_flags(p_grid)
@@ -164,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
             config = _config_from_args(args)
             run_dir = train(config)
             print(run_dir)
+        elif args.command == "bench" and (args.summarize or args.update_readme):
+            from . import benchtables
+            if args.summarize and args.update_readme:
+                raise ValueError("--summarize prints one block, --update-readme rewrites the README's: choose one")
+            if args.summarize:
+                print(benchtables.summarize(args.summarize))
+            else:
+                from pathlib import Path
+
+                from .data import repo_root
+                readme = (repo_root() or Path.cwd()) / "README.md"
+                changed = benchtables.update_readme(readme)
+                print(f"{'updated' if changed else 'unchanged'}: {readme}")
         elif args.command == "bench":
             from .bench import run_bench
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,

@@ -204,10 +204,10 @@ PROFILES: dict[str, Profile] = {
         "SPEC §5 exactly: full PTB, 400/1150 AWD-LSTM, 200 epochs, lr/10 at 100 and 145. "
         "For a GPU (hours per run).", {}),
     "cpu": Profile(
-        "Reduced scale for a 2-core laptop, chosen by measurement (README): emsize 200, "
-        "nhid 400, the first 200k training tokens (21.5% of PTB), 8 epochs with lr/10 "
-        "before epochs 5 and 7 (the study's 99:45:56 split of 200 epochs, scaled); full "
-        "validation and test splits.",
+        "Reduced scale for a 2-core machine, where its 45-run grid trains in about 3 hours "
+        "two runs at a time (README, Performance): emsize 200, nhid 400, the first 200k "
+        "training tokens (21.5% of PTB), 8 epochs with lr/10 before epochs 5 and 7 (the "
+        "study's 99:45:56 split of 200 epochs, scaled); full validation and test splits.",
         dict(emsize=200, nhid=400, epochs=8, when=[5, 7], max_train_tokens=200_000), grid_jobs=2),
     "smoke": Profile(
         "Tiny model (16/32) on the first 20k training tokens and 4k eval tokens, 2 epochs, "

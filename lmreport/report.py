@@ -503,7 +503,7 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
         parts += ["", f"The `adabelief-wdx2` ablation multiplies AdaBelief's L2 decay by D = 1 / (mean LM "
                   f"scale of the matching x² run, same depth and seed), read from that run's `metrics.csv`: "
                   f"D = {d.min():.4f}–{d.max():.4f} over its {len(factors)} runs "
-                  f"(`results/{profile}/tables/wdx2_factors.md`)."]
+                  f"(`results/{profile}/tables/wdx2_factors.csv`)."]
     conclusions_md = root / profile / "tables" / "conclusions.md"
     if conclusions_md.is_file():
         parts += ["", "What notebook 04 concludes from these numbers (quoted from "

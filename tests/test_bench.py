@@ -1,11 +1,14 @@
 """The fast step and evaluation against the reference-structured ones (the oracle)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from lmreport.bench import ReferenceAdaBeliefLM, kernel_shares, reference_evaluate, reference_train_step
+from lmreport.bench import (ReferenceAdaBeliefLM, fixed_share, kernel_shares, reference_evaluate, reference_train_step,
+                            shares_of)
 from lmreport.config import make_config
 from lmreport.model import repackage_hidden
 from lmreport.train import build_model, build_optimizer, evaluate, train_step
@@ -92,10 +95,50 @@ def test_kernel_shares_put_each_op_in_its_group():
     logits = torch.randn(64, 1000)
     shares = kernel_shares(lambda: (a @ b, torch.log_softmax(logits, 1), torch.empty(10_000).bernoulli_(0.5)),
                            torch.device("cpu"))
-    assert set(shares) == {"lstm_forward", "lstm_backward", "matmul", "softmax_ce", "dropout_rng", "other"}
+    assert set(shares) == {"lstm_forward", "lstm_backward", "matmul", "softmax_ce", "dropout_rng", "other", "idle"}
     assert sum(shares.values()) == pytest.approx(1.0)
     assert shares["matmul"] > 0 and shares["softmax_ce"] > 0 and shares["dropout_rng"] > 0
     assert shares["lstm_forward"] == shares["lstm_backward"] == 0
+    assert shares["idle"] == 0  # the host's self time covers its wall time
+
+
+def test_gpu_shares_count_the_time_without_kernels_as_idle():
+    """On CUDA the groups are device time and the wall time (measured unprofiled) may be longer."""
+    times_us = {"lstm_forward": 300.0, "lstm_backward": 0.0, "matmul": 200.0, "softmax_ce": 0.0,
+                "dropout_rng": 100.0, "other": 200.0}
+    shares = shares_of(times_us, wall_s=0.002)     # 0.8 ms of kernels in 2 ms
+    assert shares["idle"] == pytest.approx(0.6) and shares["matmul"] == pytest.approx(0.1)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert fixed_share(shares) == pytest.approx(0.3)  # the ceiling divides by this, not by 1 - other
+    noisy = shares_of(times_us, wall_s=0.0005)      # profiler noise above the wall time: no negative idle
+    assert noisy["idle"] == 0 and sum(noisy.values()) == pytest.approx(1.0)
+    assert shares_of(times_us) == {**{g: t / 800.0 for g, t in times_us.items()}, "idle": 0.0}
+
+
+def test_bench_saves_each_depth_as_it_finishes(tmp_path, monkeypatch):
+    """A bench stopped part-way (a time limit, a crash) keeps the depths it measured."""
+    from lmreport import bench
+
+    real_fast = bench._Bench.fast
+
+    def fast(self, steps, warmup):
+        if self.layers == 2:
+            raise KeyboardInterrupt
+        return real_fast(self, steps, warmup)
+
+    monkeypatch.setattr(bench._Bench, "fast", fast)
+    out = tmp_path / "b.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(layers=(1, 2), steps=1, warmup=0, eval_tokens=70, device="cpu", out=str(out),
+                        profile="smoke")
+    record = json.loads(out.read_text())
+    assert record["complete"] is False and [r["layers"] for r in record["results"]] == [1]
+    assert not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(bench._Bench, "fast", real_fast)
+    record = bench.run_bench(layers=(1, 2), steps=1, warmup=0, eval_tokens=70, device="cpu", out=str(out),
+                             profile="smoke")
+    assert json.loads(out.read_text()) == record and record["complete"] is True
+    assert [r["layers"] for r in record["results"]] == [1, 2]
 
 
 def test_concurrent_runs_repeat_the_run_alone_and_project_the_grid(tiny_corpus):
@@ -130,26 +173,34 @@ def test_concurrent_runs_report_a_failing_run_and_refuse_bad_counts(tiny_corpus,
     assert not (tmp_path / "b.json").exists()
 
 
-def test_readme_concurrency_table_is_the_committed_bench_record():
-    """The README's real-epoch table is read off results/bench/concurrent-cpu-*.json, not typed."""
-    import json
-    import re
-
+def test_readme_bench_tables_are_rendered_from_their_records():
+    """Every README performance table is what its named results/bench records give, not typed."""
+    from lmreport import benchtables
     from lmreport.data import repo_root
 
-    root = repo_root()
-    text = (root / "README.md").read_text()
-    name = re.search(r"\*\*Real epochs, alone and two at once\*\*.*?`(results/bench/concurrent-cpu-[\d-]+\.json)`",
-                     text, flags=re.S).group(1)
-    rows = {(r["layers"], r["runs_at_once"]): r for r in json.loads((root / name).read_text())["concurrent"]}
-    table = re.findall(r"^\| (\d) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)× \| (yes|no) \| ([\d.]+) × 10⁻(\S+) \| ([\d.]+) h \|$",
-                       text, flags=re.M)
-    assert [int(t[0]) for t in table] == [1, 2, 3]
-    superscript = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
-    for layers, alone_s, both_s, gain, same, mant, exp, hours in table:
-        alone, two = rows[(int(layers), 1)], rows[(int(layers), 2)]
-        assert (alone_s, both_s) == (f"{alone['epoch_s']:.1f}", f"{two['epoch_s']:.1f}")
-        assert gain == f"{2 * alone['epoch_s'] / two['epoch_s']:.2f}"
-        assert (same == "yes") == two["identical_to_alone"]
-        assert f"{mant}e-0{exp.translate(superscript)}" == f"{two['max_relative_difference_vs_all_cores']:.1e}"
-        assert hours == f"{two['projected_grid_hours_this_depth']:.2f}"
+    readme = repo_root() / "README.md"
+    assert readme.read_text().count(benchtables.START) == 3
+    assert benchtables.update_readme(readme, check=True) is False, "run: python -m lmreport bench --update-readme"
+
+
+def test_bench_table_cells_show_the_range_only_where_records_disagree():
+    from lmreport.benchtables import cell
+
+    assert cell([1.0, 1.02, 1.04], ".2f", "×") == "1.02×"                  # within 5% of the median
+    assert cell([1.396, 1.496, 1.546], ".2f", "×") == "1.50× (1.40–1.55)"
+    assert cell([6314.0], ",.0f") == "6,314"
+
+
+def test_bench_summary_refuses_mixed_or_unfinished_records(tmp_path, capsys):
+    from lmreport.cli import main
+
+    bench = {"profile": "cpu", "device": "cpu", "results": []}
+    (tmp_path / "a.json").write_text(json.dumps(bench))
+    (tmp_path / "b.json").write_text(json.dumps({"profile": "cpu", "throughput": []}))
+    (tmp_path / "c.json").write_text(json.dumps({**bench, "complete": False}))
+    (tmp_path / "d.json").write_text("not json")
+    for files, needle in ((["a.json", "b.json"], "one kind"), (["c.json"], "incomplete"),
+                          (["d.json"], "not a JSON bench record"), (["e.json"], "no such file")):
+        assert main(["bench", "--summarize", *(str(tmp_path / f) for f in files)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err

@@ -186,30 +186,45 @@ def test_allocator_tuning_leaves_numbers_bit_identical(tmp_path, tiny_corpus):
     pd.testing.assert_frame_equal(runs["--fast-malloc"], runs["--no-fast-malloc"], check_exact=True)
 
 
+NEW_TF32_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")  # torch >= 2.9; 2.4-2.8 have allow_tf32
+
+
+def _tf32_switches() -> list[tuple[object, str]]:
+    if NEW_TF32_API:
+        return [(b, "fp32_precision") for b in (torch.backends.cuda.matmul, torch.backends.cudnn.conv,
+                                                torch.backends.cudnn.rnn)]
+    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
 @pytest.fixture
 def restore_numerics(monkeypatch):
     """configure_numerics changes process-wide switches; put them back after the test."""
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # recorded, so undone after the test
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
-    precisions = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
-    saved = ([b.fp32_precision for b in precisions], torch.are_deterministic_algorithms_enabled(),
+    tf32 = [(obj, attr, getattr(obj, attr)) for obj, attr in _tf32_switches()]
+    saved = (torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.deterministic,
              torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
     yield
-    for backend, value in zip(precisions, saved[0]):
-        backend.fp32_precision = value
-    torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+    for obj, attr, value in tf32:
+        setattr(obj, attr, value)
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-     torch.utils.deterministic.fill_uninitialized_memory) = saved[3:]
+     torch.utils.deterministic.fill_uninitialized_memory) = saved[2:]
 
 
 def test_tf32_is_off_unless_asked(restore_numerics):
     from lmreport.train import configure_numerics
+
+    def tf32_on():  # every switch: matmuls, and cuDNN's convolutions and RNNs
+        return [getattr(obj, attr) in (True, "tf32") for obj, attr in _tf32_switches()]
+
     configure_numerics(False)
-    assert torch.backends.cudnn.rnn.fp32_precision == "ieee"
-    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+    assert not any(tf32_on())
+    if NEW_TF32_API:
+        assert torch.backends.cudnn.rnn.fp32_precision == "ieee"
     configure_numerics(True)
-    assert torch.backends.cudnn.rnn.fp32_precision == "tf32"
+    assert all(tf32_on())
 
 
 def test_deterministic_kernels_unless_asked_otherwise(restore_numerics):

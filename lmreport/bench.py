@@ -41,7 +41,8 @@ from torch.optim import Optimizer
 
 from .config import make_config
 from .data import get_batch, repo_root
-from .grid import STUDY_SEEDS, STUDY_VARIANTS, _die_with_parent, _tail
+from .benchtables import EVAL_LABELS, SHARE_LABELS
+from .grid import GRID_RUNS_PER_DEPTH, _die_with_parent, _tail
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
@@ -50,7 +51,6 @@ from .train import (_atomic_write, build_model, build_optimizer, configure_numer
 
 VOCAB = 10_000
 PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}   # SPEC §4
-GRID_RUNS_PER_DEPTH = len(STUDY_VARIANTS) * len(STUDY_SEEDS)        # 15
 
 
 # ------------------------------------------------------------ reference-structured code
@@ -469,21 +469,17 @@ def _print_concurrent(rows: list[dict], profile: str) -> None:
 
 
 def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
-    labels = {"lstm_forward": "LSTM fwd", "lstm_backward": "LSTM bwd", "matmul": "matmul",
-              "softmax_ce": "softmax/CE", "dropout_rng": "mask RNG", "other": "other"}
-    ev_groups = ["lstm_forward", "matmul", "softmax_ce", "other"]
-    if on_gpu:  # the GPU waiting for the host, the part CUDA graphs would remove
-        labels["idle"] = "GPU idle"
-        ev_groups.append("idle")
+    step_groups = [g for g in SHARE_LABELS if g != "idle" or on_gpu]  # idle: the GPU waiting for the host
+    eval_groups = [g for g in EVAL_LABELS if g != "idle" or on_gpu]
     print("share of " + ("wall time per kernel group on the GPU" if on_gpu else "self time per kernel group")
           + " (other" + (" and GPU idle" if on_gpu else "") + " = what code structure can change)")
-    print(f"{'layers':>6}  step: " + " ".join(f"{labels[g]:>10}" for g in labels)
-          + "   test-eval: " + " ".join(f"{labels[g]:>10}" for g in ev_groups)
+    print(f"{'layers':>6}  step: " + " ".join(f"{SHARE_LABELS[g]:>10}" for g in step_groups)
+          + "   test-eval: " + " ".join(f"{EVAL_LABELS[g]:>10}" for g in eval_groups)
           + ("   ceiling vs reference: step  test-eval" if compare else ""))
     for row in rows:
         step, ev = row["step_kernel_shares"], row["eval_kernel_shares"]
-        line = (f"{row['layers']:>6}        " + " ".join(f"{step[g]:>10.1%}" for g in labels) + "              "
-                + " ".join(f"{ev[g]:>10.1%}" for g in ev_groups))
+        line = (f"{row['layers']:>6}        " + " ".join(f"{step[g]:>10.1%}" for g in step_groups) + "              "
+                + " ".join(f"{ev[g]:>10.1%}" for g in eval_groups))
         if compare:
             line += (f"   {row['ceiling_train_step_vs_reference']:>20.2f}x "
                      f"{row['ceiling_test_eval_vs_reference']:>9.2f}x")
@@ -521,7 +517,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         print("timing the reference-structured code (C allocator defaults) ...", flush=True)
         for n in layers:
             untuned[n] = _Bench(n, profile, eval_tokens, dev, tf32 is True).reference(steps, warmup)
-    tuned = tune_cpu_allocator()
+    tuned = tune_cpu_allocator() if dev.type == "cpu" else False  # as training does
     now = datetime.now(timezone.utc)
     path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
         f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json"
@@ -536,7 +532,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         "date": now.isoformat(timespec="seconds"), "device": str(dev),
         # --concurrent leaves CUDA to its training processes: a context here would hold GPU
         # memory all along, and block them on a GPU in exclusive-process mode
-        "device_name": device_name(dev) if not concurrent else None,
+        "device_name": None if concurrent and dev.type == "cuda" else device_name(dev),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "host": platform.node(), "fast_malloc": tuned, "tf32": tf32, "profile": profile,
         "batch_size": 20, "bptt": 70, "steps": steps, "warmup": warmup, "eval_tokens": eval_tokens,
@@ -548,7 +544,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         record["concurrent"] = []
         for n in layers:
             record["concurrent"] += concurrent_runs(profile, n, concurrent, epochs, device, deterministic, data_dir)
-            record["device_name"] = record["concurrent"][0]["device_name"]
+            record["device_name"] = record["device_name"] or record["concurrent"][0]["device_name"]
             save(complete=False)
         _print_concurrent(record["concurrent"], profile)
     elif jobs:

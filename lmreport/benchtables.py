@@ -2,8 +2,9 @@
 
 A cell is the median over the records given, followed by (min–max) wherever the records
 differ by more than ``SPREAD`` of the median, so a noisy machine's spread shows where it
-matters and nowhere else. ``python -m lmreport bench --summarize FILE...`` prints the
-tables of some records; ``bench --update-readme`` re-renders every README block between
+matters and nowhere else. Ratios (speed-ups, gains) are taken within each record, then
+summarized. ``python -m lmreport bench --summarize FILE...`` prints the tables of some
+records; ``bench --update-readme`` re-renders every README block between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` from the files its first line names,
 and a test checks that no block differs from what its files give.
 """
@@ -14,16 +15,17 @@ import re
 import statistics
 from pathlib import Path
 
-from .grid import STUDY_SEEDS, STUDY_VARIANTS
+from .grid import GRID_RUNS_PER_DEPTH
 
 SPREAD = 0.05
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
-GRID_RUNS_PER_DEPTH = len(STUDY_VARIANTS) * len(STUDY_SEEDS)
-ISSUE_GOALS = {1: "≥ 1.4× / ≥ 2×", 3: "≥ 1.2× / ≥ 2×"}  # issue #5: step / test-eval vs reference
+ISSUE_GOALS = {1: "≥ 1.4× / ≥ 2×", 3: "≥ 1.2× / ≥ 2×"}  # issue #5, CPU: step / test-eval vs reference
 SHARE_LABELS = {"lstm_forward": "LSTM fwd", "lstm_backward": "LSTM bwd", "matmul": "matmul (decoder)",
                 "softmax_ce": "softmax/CE", "dropout_rng": "dropout-mask RNG", "other": "other",
                 "idle": "GPU idle"}
-EVAL_GROUPS = ("lstm_forward", "matmul", "softmax_ce", "other")
+EVAL_LABELS = {"lstm_forward": "LSTM", "matmul": "matmul", "softmax_ce": "softmax/CE", "other": "other",
+               "idle": "GPU idle"}
+KINDS = {"results": "a bench", "throughput": "--jobs", "concurrent": "--concurrent"}
 
 
 def cell(values, fmt: str, unit: str = "") -> str:
@@ -47,105 +49,124 @@ def _power_of_ten(x: float) -> str:
     return f"{mantissa} × 10{digits}"
 
 
-def _by_depth(records: list[dict], key: str) -> dict[int, list[dict]]:
-    rows: dict[int, list[dict]] = {}
-    for record in records:
-        for row in record.get(key, []):
-            rows.setdefault(row["layers"], []).append(row)
-    return dict(sorted(rows.items()))
+def _rows(record: dict, kind: str, **match) -> list[dict]:
+    return [r for r in record[kind] if all(r[k] == v for k, v in match.items())]
 
 
-def _one(records: list[dict], field: str):
-    values = {str(r.get(field)) for r in records}
-    if len(values) > 1:
-        raise ValueError(f"the records mix {field}s ({', '.join(sorted(values))}): summarize one {field} at a time")
-    return records[0].get(field)
+def _one(records: dict[str, dict], field: str):
+    """The value of ``field`` that every record shares (median over unlike runs means nothing)."""
+    values = {path: record.get(field) for path, record in records.items()}
+    if len({json.dumps(v) for v in values.values()}) > 1:
+        raise ValueError(f"the records differ in {field} (" + ", ".join(f"{p}: {v}" for p, v in values.items())
+                         + f"); summarize records of one {field}")
+    return next(iter(values.values()))
 
 
-def model_tables(records: list[dict]) -> list[str]:
-    """Speed per depth; with ``--compare`` records the speed-ups; with ``--breakdown`` the shares."""
-    profile, on_gpu = _one(records, "profile"), str(_one(records, "device")).startswith("cuda")
-    depth = _by_depth(records, "results")
-    epochs = next(iter(depth.values()))[0]["epochs"]
-    rows = [[str(n), cell([r["train_tokens_per_s"] for r in rs], ",.0f"), cell([r["step_ms"] for r in rs], ",.0f"),
+def _layout(records: dict[str, dict], kind: str, keys: tuple[str, ...]) -> list[tuple]:
+    """The (depth, ...) rows every record holds, checked to be the same in each."""
+    layouts = {path: sorted({tuple(r[k] for k in keys) for r in record[kind]}) for path, record in records.items()}
+    first_path, first = next(iter(layouts.items()))
+    for path, layout in layouts.items():
+        if layout != first:
+            raise ValueError(f"{path} measured {', '.join(keys)} = {layout}, but {first_path} measured {first}; "
+                             f"summarize records of the same shape")
+    return first
+
+
+def model_tables(records: dict[str, dict]) -> list[str]:
+    """Speed per depth; with ``--compare`` the speed-ups; with ``--breakdown`` the shares."""
+    profile, device = _one(records, "profile"), str(_one(records, "device"))
+    _one(records, "device_name"), _one(records, "tf32")
+    recs = list(records.values())
+    depths = [d for (d,) in _layout(records, "results", ("layers",))]
+    by_depth = {d: [_rows(rec, "results", layers=d)[0] for rec in recs] for d in depths}
+    epochs = _one({p: {"epochs": rec["results"][0]["epochs"]} for p, rec in records.items()}, "epochs")
+    rows = [[str(d), cell([r["train_tokens_per_s"] for r in rs], ",.0f"), cell([r["step_ms"] for r in rs], ",.0f"),
              cell([r["optimizer_step_ms"] for r in rs], ".1f"), cell([r["test_eval_tokens_per_s"] for r in rs], ",.0f"),
              cell([r["projected_epoch_s"] for r in rs], ",.0f", " s"),
              cell([r["projected_run_hours"] for r in rs], ",.1f", " h"),
-             cell([r["projected_grid_hours_this_depth"] for r in rs], ",.0f", " h")] for n, rs in depth.items()]
+             cell([r["projected_grid_hours_this_depth"] for r in rs], ",.0f", " h")] for d, rs in by_depth.items()]
+    totals = [sum(r["projected_grid_hours_this_depth"] for r in rec["results"]) for rec in recs]
     out = [_table(["layers", "train tokens/s", "step ms", "optimizer ms", "batch-1 test tokens/s",
                    f"{profile} epoch (projected)", f"one {epochs}-epoch {profile} run",
                    f"{GRID_RUNS_PER_DEPTH} runs of this depth"], rows)
-           + f"\n\nThe {GRID_RUNS_PER_DEPTH * len(depth)}-run `{profile}` grid, one run at a time: "
-           + cell([sum(r["projected_grid_hours_this_depth"] for r in rec["results"]) for rec in records], ",.0f", " h")
-           + "."]
-    if all("speedup_train_step_vs_reference" in r for rs in depth.values() for r in rs):
-        rows = [[str(n)] + [cell([r[f"speedup_{k}_vs_reference"] for r in rs], ".2f", "×")
+           + f"\n\nThe {GRID_RUNS_PER_DEPTH * len(depths)}-run `{profile}` grid of depths "
+           + ", ".join(map(str, depths)) + ", one run at a time: " + cell(totals, ",.0f", " h")
+           + (" (the median of the records' totals)." if len(recs) > 1 else ".")]
+    if all("speedup_train_step_vs_reference" in r for rs in by_depth.values() for r in rs):
+        goals = device == "cpu"
+        rows = [[str(d)] + [cell([r[f"speedup_{k}_vs_reference"] for r in rs], ".2f", "×")
                             for k in ("train_step", "optimizer_step", "test_eval")]
-                + [cell([r["speedup_train_step_vs_reference_tuned_allocator"] for r in rs], ".2f", "×"),
-                   ISSUE_GOALS.get(n, "—")] for n, rs in depth.items()]
+                + [cell([r["speedup_train_step_vs_reference_tuned_allocator"] for r in rs], ".2f", "×")]
+                + ([ISSUE_GOALS.get(d, "—")] if goals else []) for d, rs in by_depth.items()]
         out.append(_table(["layers", "step speed-up", "optimizer speed-up", "test-eval speed-up",
-                           "step speed-up, both on the tuned allocator", "issue #5 goal (step / eval)"], rows))
-    if all("step_kernel_shares" in r for rs in depth.values() for r in rs):
+                           "step speed-up, both on the tuned allocator"]
+                          + (["issue #5 goal (step / eval)"] if goals else []), rows))
+    if all("step_kernel_shares" in r for rs in by_depth.values() for r in rs):
+        on_gpu = device.startswith("cuda")
         step_groups = [g for g in SHARE_LABELS if g != "idle" or on_gpu]
-        eval_groups = [*EVAL_GROUPS, *(["idle"] if on_gpu else [])]
+        eval_groups = [g for g in EVAL_LABELS if g != "idle" or on_gpu]
+        ceiling = all("ceiling_train_step_vs_reference" in r for rs in by_depth.values() for r in rs)
 
         def shares(rs, kind, group):
             return cell([100 * r[f"{kind}_kernel_shares"].get(group, 0.0) for r in rs], ".1f", "%")
 
-        rows = [[str(n)] + [shares(rs, "step", g) for g in step_groups] + [shares(rs, "eval", g) for g in eval_groups]
-                + [cell([r["ceiling_train_step_vs_reference"] for r in rs], ".2f", "×") + " / "
-                   + cell([r["ceiling_test_eval_vs_reference"] for r in rs], ".2f", "×")]
-                for n, rs in depth.items()]
+        rows = [[str(d)] + [shares(rs, "step", g) for g in step_groups] + [shares(rs, "eval", g) for g in eval_groups]
+                + ([cell([r["ceiling_train_step_vs_reference"] for r in rs], ".2f", "×") + " / "
+                    + cell([r["ceiling_test_eval_vs_reference"] for r in rs], ".2f", "×")] if ceiling else [])
+                for d, rs in by_depth.items()]
         header = (["layers"] + [("step: " if i == 0 else "") + SHARE_LABELS[g] for i, g in enumerate(step_groups)]
-                  + [("test-eval: " if i == 0 else "") + SHARE_LABELS[g].replace(" (decoder)", "").replace("LSTM fwd", "LSTM")
-                     for i, g in enumerate(eval_groups)]
-                  + ["most any change keeping the kernels could reach vs reference: step / eval"])
+                  + [("test-eval: " if i == 0 else "") + EVAL_LABELS[g] for i, g in enumerate(eval_groups)]
+                  + (["most any change keeping the kernels could reach vs reference: step / eval"] if ceiling else []))
         out.append(_table(header, rows))
     return out
 
 
-def throughput_table(records: list[dict]) -> str:
+def throughput_table(records: dict[str, dict]) -> str:
     """Aggregate training tokens/s of N processes with cores/N threads (``--jobs``)."""
-    depth = _by_depth(records, "throughput")
-    jobs = sorted({r["jobs"] for rs in depth.values() for r in rs})
-    threads = {r["jobs"]: r["threads_per_job"] for rs in depth.values() for r in rs}
-    header = ["layers"] + [f"{j} job{'s' * (j > 1)} × {threads[j]} thread{'s' * (threads[j] > 1)}" for j in jobs]
+    _one(records, "device"), _one(records, "device_name"), _one(records, "profile")
+    layout = _layout(records, "throughput", ("layers", "jobs", "threads_per_job"))
+    depths = sorted({d for d, _, _ in layout})
+    columns = sorted({(j, t) for _, j, t in layout})
+    header = ["layers"] + [f"{j} job{'s' * (j > 1)} × {t} thread{'s' * (t > 1)}" for j, t in columns]
     rows = []
-    for n, rs in depth.items():
-        rate = {j: [r["aggregate_train_tokens_per_s"] for r in rs if r["jobs"] == j] for j in jobs}
-        row = [str(n)]
-        for j in jobs:
-            text = cell(rate[j], ",.0f")
-            if j != jobs[0]:
-                text += f" ({cell([a / b for a, b in zip(rate[j], rate[jobs[0]])], '.2f', '×')})"
-            row.append(text)
-        rows.append(row)
+    for d in depths:
+        rate = {j: [_rows(rec, "throughput", layers=d, jobs=j)[0]["aggregate_train_tokens_per_s"]
+                    for rec in records.values()] for j, _ in columns}
+        base = columns[0][0]
+        rows.append([str(d)] + [cell(rate[j], ",.0f") + ("" if j == base else
+                                f" ({cell([a / b for a, b in zip(rate[j], rate[base])], '.2f', '×')})")
+                                for j, _ in columns])
     return _table(header, rows)
 
 
-def concurrency_table(records: list[dict]) -> str:
+def concurrency_table(records: dict[str, dict]) -> str:
     """Real epochs alone and N at once (``--concurrent``), one row per depth and N."""
     profile = _one(records, "profile")
-    depth = _by_depth(records, "concurrent")
+    _one(records, "device"), _one(records, "device_name")
+    layout = _layout(records, "concurrent", ("layers", "runs_at_once", "threads_per_run"))
+    depths = sorted({d for d, _, _ in layout})
     rows, totals = [], {}
-    for n, rs in depth.items():
-        alone = [r for r in rs if r["runs_at_once"] == 1]
-        for k in sorted({r["runs_at_once"] for r in rs}):
-            at_k = [r for r in rs if r["runs_at_once"] == k]
-            cores = [r["max_relative_difference_vs_all_cores"] for r in at_k]
-            totals.setdefault(k, []).append([r["projected_grid_hours_this_depth"] for r in at_k])
-            rows.append([str(n), str(k), str(at_k[0]["threads_per_run"]), cell([r["epoch_s"] for r in at_k], ".1f"),
-                         cell([k * a["epoch_s"] / r["epoch_s"] for a, r in zip(alone, at_k)], ".2f", "×")
-                         if alone and k > 1 else "—",
-                         "(the reference)" if k == 1 else "yes" if all(r["identical_to_alone"] for r in at_k)
-                         else f"no, up to {_power_of_ten(max(r['max_relative_difference_vs_alone'] for r in at_k))}",
-                         "—" if k == 1 or None in cores else _power_of_ten(max(cores)),
-                         cell([r["projected_grid_hours_this_depth"] for r in at_k], ".2f", " h")])
+    for d, k, threads in layout:
+        at_k = [_rows(rec, "concurrent", layers=d, runs_at_once=k)[0] for rec in records.values()]
+        alone = [_rows(rec, "concurrent", layers=d, runs_at_once=1) for rec in records.values()]
+        gain = ("—" if k == 1 or not all(alone) else
+                cell([r["aggregate_epochs_per_hour"] / a[0]["aggregate_epochs_per_hour"] for r, a in zip(at_k, alone)],
+                     ".2f", "×"))
+        same = ("(the reference)" if k == 1 else "yes" if all(r["identical_to_alone"] for r in at_k) else
+                f"no, up to {_power_of_ten(max(r['max_relative_difference_vs_alone'] for r in at_k))}")
+        cores = [r["max_relative_difference_vs_all_cores"] for r in at_k]
+        rows.append([str(d), str(k), str(threads), cell([r["epoch_s"] for r in at_k], ".1f"), gain, same,
+                     "—" if k == 1 or None in cores else _power_of_ten(max(cores)),
+                     cell([r["projected_grid_hours_this_depth"] for r in at_k], ".2f", " h")])
+    for k in sorted({k for _, k, _ in layout}):
+        totals[k] = [sum(r["projected_grid_hours_this_depth"] for r in _rows(rec, "concurrent", runs_at_once=k))
+                     for rec in records.values()]
     table = _table(["layers", "runs at once", "threads each", "epoch s", "aggregate gain", "same numbers as alone",
                     "largest difference vs the run with every core", f"{GRID_RUNS_PER_DEPTH} runs of this depth"], rows)
-    grid = ", ".join(f"{cell([sum(h) for h in zip(*v)], ',.1f', ' h')} running {k} at a time"
-                     for k, v in sorted(totals.items()))
-    return table + f"\n\nThe {GRID_RUNS_PER_DEPTH * len(depth)}-run `{profile}` grid: {grid}."
+    grid = ", ".join(f"{cell(v, ',.1f', ' h')} running {k} at a time" for k, v in totals.items())
+    return table + (f"\n\nThe {GRID_RUNS_PER_DEPTH * len(depths)}-run `{profile}` grid of depths "
+                    f"{', '.join(map(str, depths))}: {grid}.")
 
 
 def _read(path: Path) -> dict:
@@ -155,23 +176,29 @@ def _read(path: Path) -> dict:
         raise ValueError(f"{path}: no such file (give JSON records that bench wrote)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a JSON bench record ({err})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{path}: not a bench record (a JSON object with results, throughput or concurrent)")
+    kinds = [k for k in KINDS if isinstance(record, dict) and record.get(k)]
+    if len(kinds) != 1:
+        raise ValueError(f"{path}: not a record that --summarize renders (one with results, throughput or "
+                         f"concurrent rows; --tf32-effect records have no table)")
+    if record.get("complete") is False:
+        raise ValueError(f"{path}: an incomplete record (its bench was stopped); summarize finished records")
+    for field in ("profile", "device"):
+        if field not in record:
+            raise ValueError(f"{path}: no {field} field (written by an older bench); summarize newer records")
+    if kinds == ["results"] and "epochs" not in record["results"][0]:
+        raise ValueError(f"{path}: no epochs in its rows (written by an older bench); summarize newer records")
     return record
 
 
 def summarize(paths: list[str | Path], root: Path | None = None) -> str:
     """The block for these records: a line naming them, then their tables."""
     root = root or Path.cwd()
-    records = [_read(root / p) for p in paths]
-    kinds = {("results" if "results" in r else "throughput" if "throughput" in r else
-              "concurrent" if "concurrent" in r else "other") for r in records}
-    if len(kinds) != 1 or kinds == {"other"}:
-        raise ValueError(f"{' '.join(map(str, paths))}: summarize records of one kind (a bench, --jobs or "
-                         f"--concurrent), not {', '.join(sorted(kinds))}")
-    if any(r.get("complete") is False for r in records):
-        raise ValueError("a record is incomplete (the bench was stopped); summarize finished records")
-    kind = kinds.pop()
+    records = {str(p): _read(root / p) for p in paths}
+    kinds = {path: next(k for k in KINDS if record.get(k)) for path, record in records.items()}
+    if len(set(kinds.values())) > 1:
+        raise ValueError("summarize records of one kind: " + ", ".join(f"{p} is {KINDS[k]} record"
+                                                                        for p, k in kinds.items()))
+    kind = next(iter(kinds.values()))
     tables = (model_tables(records) if kind == "results" else
               [throughput_table(records)] if kind == "throughput" else [concurrency_table(records)])
     n = len(records)

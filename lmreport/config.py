@@ -204,7 +204,7 @@ PROFILES: dict[str, Profile] = {
         "SPEC §5 exactly: full PTB, 400/1150 AWD-LSTM, 200 epochs, lr/10 at 100 and 145. "
         "For a GPU (hours per run).", {}),
     "cpu": Profile(
-        "Reduced scale for a 2-core machine, where its 45-run grid trains in about 3 hours "
+        "Reduced scale for a 2-core machine, where its 45-run grid trained in 2.8 hours, "
         "two runs at a time (README, Performance): emsize 200, nhid 400, the first 200k "
         "training tokens (21.5% of PTB), 8 epochs with lr/10 before epochs 5 and 7 (the "
         "study's 99:45:56 split of 200 epochs, scaled); full validation and test splits.",

@@ -98,6 +98,7 @@ def variant_overrides(variant: str, profile: str, layers: int, seed: int, root: 
     return dict(VARIANTS[variant])
 STUDY_LAYERS = (1, 2, 3)
 STUDY_SEEDS = (141, 6, 42)
+GRID_RUNS_PER_DEPTH = len(STUDY_VARIANTS) * len(STUDY_SEEDS)        # 15
 NOTEBOOK = "03_train_lstm.ipynb"
 
 

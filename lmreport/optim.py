@@ -271,5 +271,7 @@ class AdaBeliefLM(AdaBelief):
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
-        self.lm.load_state_dict(state_dict.pop("landscape"))
+        # beside the parameters, as torch.optim places the moments
+        device = next((p.device for g in self.param_groups for p in g["params"]), None)
+        self.lm.load_state_dict(state_dict.pop("landscape"), device)
         super().load_state_dict(state_dict)

@@ -261,13 +261,16 @@ def loss_slice(obj: Objective, config: SharpnessConfig, gen: torch.Generator) ->
 
 def measure(model: AWDLSTM, train_tokens: torch.Tensor, config: SharpnessConfig | None = None) -> dict:
     """All measures for one model; returns a JSON-ready dict (with timings)."""
-    config = config or SharpnessConfig()
+    from .train import ieee_fp32
+
+    # cuDNN RNNs default to TF32 on recent GPUs, far too coarse for finite differences at
+    # radius 1e-2: measured in IEEE fp32 whatever the caller set, which is restored after
+    with ieee_fp32():
+        return _measure(model, train_tokens, config or SharpnessConfig())
+
+
+def _measure(model: AWDLSTM, train_tokens: torch.Tensor, config: SharpnessConfig) -> dict:
     device = next(model.parameters()).device
-    if device.type == "cuda":
-        # cuDNN RNNs default to TF32 on recent GPUs, far too coarse for finite differences at
-        # radius 1e-2; the function does not rely on its caller having set this
-        from .train import configure_numerics
-        configure_numerics(False)
     start = time.perf_counter()
     obj = Objective(model, train_tokens, config)
     gen = torch.Generator().manual_seed(config.seed)
@@ -296,7 +299,7 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     """
     from .config import RunConfig
     from .data import load_corpus
-    from .train import _atomic_write, build_model
+    from .train import _atomic_write, build_model, configure_numerics
 
     run_dir, config = Path(run_dir), config or SharpnessConfig()
     cached = cached_result(run_dir, checkpoint, config)
@@ -309,6 +312,8 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     run = RunConfig.from_json(run_dir / "config.json")
     corpus = corpus or load_corpus(run.data_dir, progress=False)
     state = torch.load(weights, map_location=device, weights_only=False)
+    if torch.device(device).type == "cuda":
+        configure_numerics(False)  # and deterministic kernels, so a cached result can be repeated
     torch.manual_seed(run.seed)
     model = build_model(run, len(corpus.dictionary)).to(device)
     model.load_state_dict(state["model"])

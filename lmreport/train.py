@@ -48,7 +48,8 @@ from .regularize import activation_reg, temporal_activation_reg
 # cuBLAS fixes its workspace at the process's first matmul, which in a notebook may come
 # before train() (loading a model, generating text); set here, deterministic runs stay
 # deterministic there too. A CPU ignores it.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 PROFILES_NEEDING_PTB = ("paper", "cpu")
@@ -74,9 +75,17 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    """What the numbers ran on: the GPU's model (an H100 and a Colab T4 both say "cuda")."""
+    """What the numbers ran on: the GPU's or CPU's model (an H100 and a Colab T4 both say
+    "cuda"; Python's platform module names only the architecture on Linux)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
     return platform.processor() or platform.machine()
 
 
@@ -96,23 +105,43 @@ def configure_numerics(tf32: bool, deterministic: bool = True) -> None:
     checks the outcome: each run's numbers against the same run alone). The switches are
     process-wide and stay set after the run.
     """
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9
-        precision = "tf32" if tf32 else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
-        torch.backends.cudnn.rnn.fp32_precision = precision
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
+    set_tf32(tf32)
     if deterministic:
         # also set on import (above); a caller may have removed it since
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     # Deterministic mode would also fill every torch.empty with NaN (one extra kernel per
     # dropout mask); the package never reads memory it has not written.
     torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def _tf32_switches() -> list[tuple[object, str, object, object]]:
+    """(object, attribute, value for TF32, value for IEEE fp32) of every switch: matmuls,
+    cuDNN convolutions and RNNs. torch >= 2.9 has fp32_precision and refuses to mix it
+    with the older allow_tf32 in one process."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return [(b, "fp32_precision", "tf32", "ieee")
+                for b in (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)]
+    return [(torch.backends.cuda.matmul, "allow_tf32", True, False), (torch.backends.cudnn, "allow_tf32", True, False)]
+
+
+def set_tf32(tf32: bool) -> None:
+    for obj, attr, on, off in _tf32_switches():
+        setattr(obj, attr, on if tf32 else off)
+
+
+@contextmanager
+def ieee_fp32():
+    """IEEE fp32 (no TF32) inside the block; the caller's switches are put back after it."""
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _, _ in _tf32_switches()]
+    set_tf32(False)
+    try:
+        yield
+    finally:
+        for obj, attr, value in saved:
+            setattr(obj, attr, value)
 
 
 def tune_cpu_allocator() -> bool:

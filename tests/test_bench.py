@@ -191,16 +191,51 @@ def test_bench_table_cells_show_the_range_only_where_records_disagree():
     assert cell([6314.0], ",.0f") == "6,314"
 
 
-def test_bench_summary_refuses_mixed_or_unfinished_records(tmp_path, capsys):
+def _jobs_record(rates: dict) -> dict:
+    return {"profile": "cpu", "device": "cpu", "device_name": "cpu0",
+            "throughput": [{"layers": layers, "jobs": jobs, "threads_per_job": 2 // jobs,
+                            "aggregate_train_tokens_per_s": rate} for (layers, jobs), rate in rates.items()]}
+
+
+def _concurrent_record(epoch_s: dict) -> dict:
+    return {"profile": "cpu", "device": "cpu", "device_name": "cpu0", "concurrent": [
+        {"layers": layers, "runs_at_once": n, "threads_per_run": 2 // n, "epoch_s": e,
+         "aggregate_epochs_per_hour": n * 3600 / e, "identical_to_alone": True,
+         "max_relative_difference_vs_alone": 0.0, "max_relative_difference_vs_all_cores": 1e-7 if n > 1 else 0.0,
+         "projected_grid_hours_this_depth": 15 * 8 * e / n / 3600} for (layers, n), e in epoch_s.items()]}
+
+
+def test_bench_summary_takes_ratios_within_each_record(tmp_path):
+    """Gains are per record (this record's N jobs over its own 1 job), then the median."""
+    from lmreport.benchtables import summarize
+
+    for name, rates in (("a", {(1, 1): 100.0, (1, 2): 110.0}), ("b", {(1, 1): 200.0, (1, 2): 240.0}),
+                        ("c", {(1, 1): 150.0, (1, 2): 150.0})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(_jobs_record(rates)))
+    text = summarize(["a.json", "b.json", "c.json"], tmp_path)
+    # 1 job: 100/200/150 -> 150 (100-200); gains 1.10, 1.20, 1.00 -> 1.10 (1.00-1.20)
+    assert "| 1 | 150 (100–200) | 150 (110–240) (1.10× (1.00–1.20)) |" in text
+    for name, epochs in (("a", {(1, 1): 30.0, (1, 2): 50.0}), ("b", {(1, 1): 30.0, (1, 2): 40.0})):
+        (tmp_path / f"c{name}.json").write_text(json.dumps(_concurrent_record(epochs)))
+    text = summarize(["ca.json", "cb.json"], tmp_path)
+    # gains 2*30/50 = 1.2 and 2*30/40 = 1.5 -> median 1.35 (1.20-1.50); grid 8 epochs x 15 runs
+    assert "| 1 | 2 | 1 | 45.0 (40.0–50.0) | 1.35× (1.20–1.50) | yes | 1.0 × 10⁻⁷ | 0.75 h (0.67–0.83) |" in text
+    assert "1.0 h running 1 at a time, 0.8 h (0.7–0.8) running 2 at a time" in text
+
+
+def test_bench_summary_refuses_records_that_cannot_be_summarized(tmp_path, capsys):
     from lmreport.cli import main
 
-    bench = {"profile": "cpu", "device": "cpu", "results": []}
-    (tmp_path / "a.json").write_text(json.dumps(bench))
-    (tmp_path / "b.json").write_text(json.dumps({"profile": "cpu", "throughput": []}))
-    (tmp_path / "c.json").write_text(json.dumps({**bench, "complete": False}))
+    files = {"a": _jobs_record({(1, 1): 1.0, (1, 2): 2.0}), "b": _concurrent_record({(1, 1): 30.0}),
+             "c": {**_jobs_record({(1, 1): 1.0}), "complete": False},
+             "f": _jobs_record({(1, 1): 1.0}), "g": {**_jobs_record({(1, 1): 1.0}), "device_name": "gpu0"},
+             "h": {"profile": "paper", "device": "cuda", "tf32_effect": [{"layers": 1}]}}
+    for name, record in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
     (tmp_path / "d.json").write_text("not json")
-    for files, needle in ((["a.json", "b.json"], "one kind"), (["c.json"], "incomplete"),
-                          (["d.json"], "not a JSON bench record"), (["e.json"], "no such file")):
-        assert main(["bench", "--summarize", *(str(tmp_path / f) for f in files)]) == 2
+    for names, needle in ((["a", "b"], "one kind"), (["c"], "incomplete"), (["d"], "not a JSON bench record"),
+                          (["e"], "no such file"), (["a", "f"], "same shape"), (["f", "g"], "differ in device_name"),
+                          (["h"], "--tf32-effect")):
+        assert main(["bench", "--summarize", *(str(tmp_path / f"{n}.json") for n in names)]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and needle in err
+        assert len(err.splitlines()) == 1 and needle in err, err

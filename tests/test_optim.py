@@ -191,5 +191,9 @@ def test_adabelief_lm_state_dict_carries_the_running_minimum():
     other = AdaBeliefLM([torch.zeros(2, requires_grad=True)], lr=0.1, f="x")
     other.load_state_dict(opt.state_dict())
     assert float(other.lm.c) == 3.0
+    # a state read onto the CPU goes where the parameters are (meta stands in for a GPU)
+    on_meta = AdaBeliefLM([torch.zeros(2, device="meta", requires_grad=True)], lr=0.1, f="x")
+    on_meta.load_state_dict(opt.state_dict())
+    assert on_meta.lm.c.device.type == "meta"
     with pytest.raises(ValueError, match="batch objective"):
         opt.step()

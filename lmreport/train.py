@@ -504,8 +504,7 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
     # the thread count actually used: on a CPU it moves the last bits (README), and
     # config.threads is None when torch's default was taken
     meta = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-            "host": platform.node(),
-            "threads": torch.get_num_threads(), "data_md5": corpus.md5}
+            "host": platform.node(), "threads": torch.get_num_threads(), "data_md5": corpus.md5}
     _write_status(run_dir, "running", epoch=len(history), **meta)
 
     try:

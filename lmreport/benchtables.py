@@ -62,6 +62,11 @@ def _one(records: dict[str, dict], field: str):
     return next(iter(values.values()))
 
 
+def _same(records: dict[str, dict], *fields: str) -> None:
+    for field in fields:
+        _one(records, field)
+
+
 def _layout(records: dict[str, dict], kind: str, keys: tuple[str, ...]) -> list[tuple]:
     """The (depth, ...) rows every record holds, checked to be the same in each."""
     layouts = {path: sorted({tuple(r[k] for k in keys) for r in record[kind]}) for path, record in records.items()}
@@ -76,11 +81,15 @@ def _layout(records: dict[str, dict], kind: str, keys: tuple[str, ...]) -> list[
 def model_tables(records: dict[str, dict]) -> list[str]:
     """Speed per depth; with ``--compare`` the speed-ups; with ``--breakdown`` the shares."""
     profile, device = _one(records, "profile"), str(_one(records, "device"))
-    _one(records, "device_name"), _one(records, "tf32")
+    _same(records, "device_name", "tf32")
     recs = list(records.values())
     depths = [d for (d,) in _layout(records, "results", ("layers",))]
     by_depth = {d: [_rows(rec, "results", layers=d)[0] for rec in recs] for d in depths}
-    epochs = _one({p: {"epochs": rec["results"][0]["epochs"]} for p, rec in records.items()}, "epochs")
+    epochs = {r["epochs"] for rs in by_depth.values() for r in rs}
+    if len(epochs) > 1:
+        raise ValueError(f"the records project runs of different lengths ({sorted(epochs)} epochs); "
+                         f"summarize records of one profile setting")
+    epochs = epochs.pop()
     rows = [[str(d), cell([r["train_tokens_per_s"] for r in rs], ",.0f"), cell([r["step_ms"] for r in rs], ",.0f"),
              cell([r["optimizer_step_ms"] for r in rs], ".1f"), cell([r["test_eval_tokens_per_s"] for r in rs], ",.0f"),
              cell([r["projected_epoch_s"] for r in rs], ",.0f", " s"),
@@ -124,7 +133,7 @@ def model_tables(records: dict[str, dict]) -> list[str]:
 
 def throughput_table(records: dict[str, dict]) -> str:
     """Aggregate training tokens/s of N processes with cores/N threads (``--jobs``)."""
-    _one(records, "device"), _one(records, "device_name"), _one(records, "profile")
+    _same(records, "device", "device_name", "profile")
     layout = _layout(records, "throughput", ("layers", "jobs", "threads_per_job"))
     depths = sorted({d for d, _, _ in layout})
     columns = sorted({(j, t) for _, j, t in layout})
@@ -143,7 +152,7 @@ def throughput_table(records: dict[str, dict]) -> str:
 def concurrency_table(records: dict[str, dict]) -> str:
     """Real epochs alone and N at once (``--concurrent``), one row per depth and N."""
     profile = _one(records, "profile")
-    _one(records, "device"), _one(records, "device_name")
+    _same(records, "device", "device_name")
     layout = _layout(records, "concurrent", ("layers", "runs_at_once", "threads_per_run"))
     depths = sorted({d for d, _, _ in layout})
     rows, totals = [], {}

@@ -1,7 +1,8 @@
 """The report build: execute the report notebooks with papermill, convert with nbconvert.
 
 ``python -m lmreport report --profile P [--train]`` runs (with ``--train``) the profile's
-missing grid runs, executes notebooks 01, 02 and 04 into ``results/<P>/notebooks/``, joins
+missing grid runs, executes the report notebooks (01, 02, 04, 05, 06 and 07; 03 is the
+per-run notebook the grid executes) into ``results/<P>/notebooks/``, joins
 them into one notebook and writes ``results/<P>/report.html`` (code hidden, figures
 embedded) and, where xelatex is installed, ``results/<P>/report.pdf``.
 """
@@ -34,7 +35,7 @@ PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-x
 
 def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
                       data_dir: str | None = None, notebook_params: dict | None = None) -> list[Path]:
-    """Run 01, 02 and 04 headless; executed copies go to ``out_dir``."""
+    """Run the ``REPORT_NOTEBOOKS`` headless; executed copies go to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     params = {
         "01_landscape_modification.ipynb": {"figures_dir": str(figures)},

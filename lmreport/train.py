@@ -342,7 +342,12 @@ def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, chunk_rows: int | No
 
 # ---------------------------------------------------------------- run directory
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    The data is flushed to disk before the rename and the rename before returning, so a
+    machine that dies at any moment leaves either the old file or the new one, never an
+    empty or partial one (a plain rename only orders the two in the page cache).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -350,10 +355,25 @@ def _atomic_write(path: Path, write) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders cannot be opened on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on folders
+        pass
+    finally:
+        os.close(fd)
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -497,7 +517,7 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
             lm.load_state_dict(ckpt["lm"], device)
         set_rng_state(ckpt["rng"])
         history, best = ckpt["history"], ckpt["best"]
-    config.to_json(run_dir / "config.json")
+    _atomic_write(run_dir / "config.json", config.to_json)
     _write_metrics(run_dir, history)  # the checkpoint is the source of truth for history
     if config.trace:
         _append_trace(run_dir, len(history), [])  # drop rows of an epoch that did not finish
@@ -523,6 +543,8 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
             row["eval_seconds"] = time.perf_counter() - eval_start
             row["seconds"] = time.perf_counter() - start
             row["lr"] = optimizer.param_groups[0]["lr"]
+            # per epoch, because a resumed run may continue elsewhere (status.json keeps only the last)
+            row["threads"], row["device"] = meta["threads"], meta["device"]
             history.append(row)
             if config.save_best:
                 for key in ("valid_ppl", "test_ppl"):

@@ -63,10 +63,11 @@ def _interrupt_second_epoch(monkeypatch):
     return real_epoch
 
 
-def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus, monkeypatch):
-    straight = read_metrics(train(_tiny(tmp_path / "a", tiny_corpus)))
+@pytest.mark.parametrize("c_reset", ["epoch", "never"])  # never: the running minimum crosses the resume
+def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus, monkeypatch, c_reset):
+    straight = read_metrics(train(_tiny(tmp_path / "a", tiny_corpus, c_reset=c_reset, trace=True)))
     real_epoch = _interrupt_second_epoch(monkeypatch)
-    config = _tiny(tmp_path / "b", tiny_corpus)
+    config = _tiny(tmp_path / "b", tiny_corpus, c_reset=c_reset, trace=True)
     with pytest.raises(KeyboardInterrupt):
         train(config)
     assert read_status(config.run_dir)["status"] == "interrupted"
@@ -75,9 +76,29 @@ def test_resume_after_interruption_gives_identical_numbers(tmp_path, tiny_corpus
     resumed = read_metrics(train(config))
     pd.testing.assert_frame_equal(straight.drop(columns=TIMING), resumed.drop(columns=TIMING),
                                   check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "run" / "batches.csv"),
+                                  pd.read_csv(tmp_path / "b" / "run" / "batches.csv"), check_exact=True)
     a = torch.load(tmp_path / "a" / "run" / "checkpoint.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_write_that_dies_midway_leaves_the_old_file(tmp_path, tiny_corpus, monkeypatch):
+    config = _tiny(tmp_path, tiny_corpus, epochs=1)
+    run_dir = train(config)
+    before = (run_dir / "config.json").read_text()
+
+    def dies_midway(self, path):
+        with open(path, "w") as handle:
+            handle.write("{")
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(type(config), "to_json", dies_midway)
+    (run_dir / "status.json").unlink()  # not finished: train() rewrites its config.json
+    with pytest.raises(OSError, match="disk gone"):
+        train(config)
+    assert (run_dir / "config.json").read_text() == before
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_finished_run_is_not_retrained(tmp_path, tiny_corpus):

@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 
 from .config import PROFILES, make_config
 from .report import project_dir
-from .train import DONE, read_status
+from .train import DONE, read_status, run_lock
 
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
 _LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()          # set (under _LIVE_LOCK) once the grid is stopping
 
 # Every variant is a set of RunConfig overrides; adding an ablation is one line.
 VARIANTS: dict[str, dict] = {
@@ -184,9 +185,24 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | None = None,
             device: str | None = None) -> tuple[Job, str, str]:
-    """Execute notebook 03 for one job; return (job, final status, error text)."""
+    """Execute notebook 03 for one job; return (job, final status, error text).
+
+    Any error of this job (a notebook that fails, a file that cannot be read, the run being
+    in the hands of another grid) comes back as status ``failed`` with its text, so the
+    other jobs carry on; only an interrupt of the grid itself propagates.
+    """
     run_dir = job.run_dir(root)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Held from before papermill.log and the executed notebook are rewritten until the
+        # notebook run ends, so two grids over the same results never share a run folder.
+        with run_lock(run_dir, wait=0, name=".grid.lock", holder="run by another grid"):
+            return _run_notebook(job, root, run_dir, threads, data_dir, device)
+    except Exception as err:  # noqa: BLE001 - recorded as this job's failure
+        return job, "failed", f"{type(err).__name__}: {err}"
+
+
+def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device) -> tuple[Job, str, str]:
     params = job.parameters(root, threads=threads, data_dir=data_dir, device=device)
     env = dict(os.environ)
     if threads:
@@ -194,9 +210,11 @@ def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | No
     cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOK),
            str(run_dir / NOTEBOOK), "-k", "python3", "--no-progress-bar", "-y", json.dumps(params)]
     with open(run_dir / "papermill.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent if os.name == "posix" else None)
-        with _LIVE_LOCK:
+        with _LIVE_LOCK:  # a run started after the grid began stopping would escape the stop
+            if _STOPPING.is_set():
+                return job, "interrupted", ""
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                    preexec_fn=_die_with_parent if os.name == "posix" else None)
             _LIVE.add(proc)
         try:
             proc.wait()
@@ -232,6 +250,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
                disable=not progress)
     completed, outcome = 0, "complete"
+    _STOPPING.clear()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [pool.submit(run_job, j, root, threads, data_dir, device) for j in todo]
@@ -248,6 +267,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
         outcome = "interrupted"
         pool.shutdown(wait=False, cancel_futures=True)
         with _LIVE_LOCK:
+            _STOPPING.set()
             for proc in _LIVE:
                 proc.terminate()
         raise

@@ -434,17 +434,18 @@ DONE = ("finished", "diverged")
 
 
 @contextmanager
-def run_lock(run_dir: Path, wait: float = 60.0):
+def run_lock(run_dir: Path, wait: float = 60.0, name: str = ".lock", holder: str = "trained by another process"):
     """Hold an exclusive lock on a run directory while training it.
 
     A second process that wants the same run waits up to ``wait`` seconds (the kernel of
     a killed notebook run needs a moment to notice and exit), then gives up with an error.
-    The lock dies with its process, however that process ends.
+    The lock dies with its process, however that process ends. The grid holds a second
+    lock (another ``name``) around the notebook run that trains under the first.
     """
     if fcntl is None:  # Windows: no advisory locks; runs are not guarded
         yield
         return
-    with open(run_dir / ".lock", "a") as handle:
+    with open(run_dir / name, "a") as handle:
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -452,7 +453,7 @@ def run_lock(run_dir: Path, wait: float = 60.0):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"run dir {run_dir} is being trained by another process") from None
+                    raise RuntimeError(f"run dir {run_dir} is being {holder}") from None
                 time.sleep(0.5)
         try:
             yield

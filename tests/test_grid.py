@@ -170,3 +170,45 @@ def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_di
     assert proc.returncode == 130 and "interrupted" in err
     sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
     assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
+
+
+def test_one_jobs_error_is_its_failure_and_the_grid_carries_on(tmp_path, monkeypatch):
+    import lmreport.grid as grid_mod
+    started = []
+
+    def fake_notebook(job, root, run_dir, *args):
+        started.append(job.seed)
+        if job.seed == 6:
+            raise OSError(f"cannot open {run_dir / 'papermill.log'}")
+        (run_dir / "status.json").write_text('{"status": "finished"}')
+        return job, "finished", ""
+
+    monkeypatch.setattr(grid_mod, "_run_notebook", fake_notebook)
+    summary = run_grid("smoke", layers=[1], variants=["adabelief"], seeds=[141, 6, 42], jobs=1,
+                       root=tmp_path, progress=False)
+    assert sorted(started) == [6, 42, 141] and summary["ran"] == 3 and summary["outcome"] == "complete"
+    [(name, error)] = summary["failed"]
+    assert name == "L1-adabelief-s6" and error.startswith("OSError: cannot open")
+
+
+def test_a_run_held_by_another_grid_is_left_alone(tmp_path, monkeypatch):
+    import lmreport.grid as grid_mod
+    from lmreport.train import run_lock
+    monkeypatch.setattr(grid_mod, "_run_notebook", lambda *a: pytest.fail("started a run another grid holds"))
+    run = Job("smoke", 1, "adabelief", 141).run_dir(tmp_path)
+    run.mkdir(parents=True)
+    (run / "papermill.log").write_text("the other grid's log\n")
+    with run_lock(run, wait=0, name=".grid.lock"):  # what the other grid process holds
+        summary = run_grid("smoke", layers=[1], variants=["adabelief"], seeds=[141], root=tmp_path,
+                           progress=False)
+    assert summary["failed"] == [("L1-adabelief-s141", f"RuntimeError: run dir {run} is being run by another grid")]
+    assert (run / "papermill.log").read_text() == "the other grid's log\n"
+
+
+def test_no_notebook_starts_once_the_grid_is_stopping(tmp_path, monkeypatch):
+    import lmreport.grid as grid_mod
+    monkeypatch.setattr(grid_mod.subprocess, "Popen", lambda *a, **k: pytest.fail("started after the stop"))
+    monkeypatch.setattr(grid_mod, "_STOPPING", grid_mod.threading.Event())
+    grid_mod._STOPPING.set()
+    job = Job("smoke", 1, "adabelief", 141)
+    assert grid_mod.run_job(job, tmp_path) == (job, "interrupted", "")

@@ -16,6 +16,9 @@ from .optim import C_RESETS, NOISE_FUNCTIONS, parse_c_mode
 from .regularize import WDROP_MODES
 
 OPTIMIZERS = ("adabelief", "adabelief-lm", "adam", "adam-lm", "sgd", "sgd-lm")
+# chunked: ~8k-token chunks, float64 sum (agrees with published to ~1e-7 relative, faster);
+# published: the published loop's bptt-row windows and float32 sum, bit for bit
+EVAL_MODES = ("chunked", "published")
 
 # Published learning rate and eps per optimizer and depth. AdaBelief: the study's
 # Appendix B (= the AdaBelief authors' LSTM settings). Adam and SGD: the AdaBelief
@@ -62,7 +65,8 @@ class RunConfig:
     batch_size: int = 20
     eval_batch_size: int = 10       # real validation split
     test_batch_size: int = 1        # test split, the published "valid" perplexity
-    bptt: int = 70                  # mean BPTT length; also the evaluation window
+    bptt: int = 70                  # mean BPTT length; also the published evaluation window
+    eval_mode: str = "chunked"      # chunked: long chunks, float64 sum; published: bptt windows, float32 sum
     # --- landscape modification
     eps_lm: float = 1.0             # epsilon of 1/(f((U-c)_+) + eps_lm)
     c_mode: str = "running_min"     # running_min | zero | constant:<value>
@@ -149,6 +153,8 @@ class RunConfig:
         parse_c_mode(self.c_mode)
         if self.c_reset not in C_RESETS:
             bad("c_reset", self.c_reset, f"one of {', '.join(C_RESETS)}")
+        if self.eval_mode not in EVAL_MODES:
+            bad("eval_mode", self.eval_mode, f"one of {', '.join(EVAL_MODES)}")
         if self.wdrop_mode not in WDROP_MODES:
             bad("wdrop_mode", self.wdrop_mode, f"one of {', '.join(WDROP_MODES)}")
         for name in ("dropout", "dropouth", "dropouti", "dropoute", "wdrop"):

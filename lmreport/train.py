@@ -39,7 +39,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .config import RunConfig
+from .config import EVAL_MODES, RunConfig
 from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
 from .model import AWDLSTM, repackage_hidden
 from .optim import AdaBelief, LandscapeModification
@@ -317,26 +317,34 @@ EVAL_TOKENS_PER_CHUNK = 8192
 
 
 @torch.inference_mode()
-def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, chunk_rows: int | None = None) -> float:
+def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, mode: str = "chunked") -> float:
     """Mean loss of a split with the published denominator: sum of per-token CE divided by
     the number of *rows* of the batchified split (not by the number of targets).
 
     The published loop walked the split in windows of ``bptt`` rows with the hidden state
-    carried from zeros. Carrying the state makes the window length irrelevant to the
-    result, so this reads ``chunk_rows`` rows at a time (default: about 8k tokens per
-    chunk), which turns the decoder into a few large matrix products instead of ~1,200
-    small ones at batch 1. ``chunk_rows=bptt`` replays the published windows exactly.
+    carried from zeros and summed window_len x mean CE in float32; ``mode="published"``
+    does exactly that. Carrying the state makes the window length irrelevant to the
+    result, so ``"chunked"`` (default) reads about 8k tokens per chunk, which turns the
+    decoder into a few large matrix products instead of ~1,200 small ones at batch 1, and
+    sums in float64 (float32 on MPS): the same value to ~1e-7 relative, not to the bit.
     """
+    if mode not in EVAL_MODES:
+        raise ValueError(f"eval_mode={mode!r} is invalid: one of {', '.join(EVAL_MODES)}")
     model.eval()
     rows, batch, vocab = data.size(0), data.size(1), model.vocab_size
-    step = chunk_rows or max(bptt, EVAL_TOKENS_PER_CHUNK // batch)
+    published = mode == "published"
+    step = bptt if published else max(bptt, EVAL_TOKENS_PER_CHUNK // batch)
     hidden = model.init_hidden(batch)
-    wide = torch.float32 if data.device.type == "mps" else torch.float64  # MPS has no float64
+    wide = torch.float32 if published or data.device.type == "mps" else torch.float64  # MPS: no float64
     total = torch.zeros((), dtype=wide, device=data.device)
     for i in range(0, rows - 1, step):
         x, y = get_batch(data, i, step)
         output, hidden = model(x, hidden)
-        total += F.cross_entropy(model.logits(output).view(-1, vocab), y, reduction="sum") / batch
+        logits = model.logits(output).view(-1, vocab)
+        if published:
+            total += len(x) * F.cross_entropy(logits, y)
+        else:
+            total += F.cross_entropy(logits, y, reduction="sum") / batch
     return float(total) / rows
 
 
@@ -539,8 +547,8 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
                                    progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
                                    trace=trace))
             eval_start = time.perf_counter()
-            row["valid_ppl"] = math.exp(evaluate(model, data["valid"], config.bptt))
-            row["test_ppl"] = math.exp(evaluate(model, data["test"], config.bptt))
+            row["valid_ppl"] = math.exp(evaluate(model, data["valid"], config.bptt, config.eval_mode))
+            row["test_ppl"] = math.exp(evaluate(model, data["test"], config.bptt, config.eval_mode))
             row["eval_seconds"] = time.perf_counter() - eval_start
             row["seconds"] = time.perf_counter() - start
             row["lr"] = optimizer.param_groups[0]["lr"]

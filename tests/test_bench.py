@@ -65,16 +65,18 @@ def test_cube_root_differs_only_by_vectorised_pow_ulps():
     assert rel < 1e-4
 
 
-def test_fast_evaluation_matches_the_published_windows():
+@pytest.mark.parametrize("batch", [1, 10])
+def test_fast_evaluation_matches_the_published_windows(batch):
     config = make_config("smoke", layers=2, optimizer="adabelief", emsize=12, nhid=20)
     torch.manual_seed(0)
     model = build_model(config, 300)
-    data = torch.randint(300, (3001, 1))
-    for chunk in (None, 70, 1000):
-        fast = evaluate(model, data, 70, chunk_rows=chunk)
-        ref = reference_evaluate(model, data, 70)
-        assert fast == pytest.approx(ref, rel=1e-6)
+    data = torch.randint(300, (20_001 // batch, batch))  # several 8k-token chunks, a short last window
+    ref = reference_evaluate(model, data, 70)
     assert np.isfinite(ref) and ref > 0
+    assert evaluate(model, data, 70, "published") == ref  # bit for bit
+    assert evaluate(model, data, 70) == pytest.approx(ref, rel=1e-6)
+    with pytest.raises(ValueError, match="eval_mode='windows' is invalid: one of chunked, published"):
+        evaluate(model, data, 70, "windows")
 
 
 def test_projection_counts_each_split_at_its_own_rate():

@@ -499,10 +499,13 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     ``breakdown`` also profiles the fast step and evaluation and prints the share of the
     kernels that the numerics fix (``KERNEL_GROUPS``); with ``compare``, the speed-up a
     change that kept those kernels could reach at most: reference time / their time."""
-    if concurrent is not None and (not concurrent or any(n < 1 for n in concurrent)):
-        raise ValueError(f"concurrent={concurrent} is invalid: one or more integers >= 1")
-    if epochs < 1:
-        raise ValueError(f"epochs={epochs} is invalid: an integer >= 1")
+    for name, value in (("layers", layers), ("jobs", jobs), ("concurrent", concurrent)):
+        if value is not None and (not value or any(n < 1 for n in value)):
+            raise ValueError(f"{name}={list(value)} is invalid: one or more integers >= 1")
+    for name, value, least in (("steps", steps, 1), ("warmup", warmup, 0), ("epochs", epochs, 1),
+                               ("eval_tokens", eval_tokens, 20), ("threads", threads if threads is not None else 1, 1)):
+        if value < least:
+            raise ValueError(f"{name}={value} is invalid: an integer >= {least}")
     if concurrent and (jobs or threads):
         raise ValueError("--concurrent sets the threads itself (cores/N per run); drop --jobs and --threads")
     if threads:

@@ -93,7 +93,7 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
     result = {"failed": []}
     if train:
         from .config import PROFILES
-        summary = run_grid(profile, jobs=jobs or PROFILES[profile].grid_jobs, data_dir=data_dir,
+        summary = run_grid(profile, jobs=PROFILES[profile].grid_jobs if jobs is None else jobs, data_dir=data_dir,
                            root=root, progress=progress)
         result["failed"] = summary["failed"]
     paths = execute_notebooks(profile, root, root / profile / "notebooks", figures, data_dir,

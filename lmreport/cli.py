@@ -46,7 +46,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)
         default = f.default if f.default is not MISSING else f.default_factory()
-        help_text = f"{helps.get(f.name, '')} [default: {default}]"
+        by_profile = ", ".join(f"{name}: {p.overrides[f.name]}" for name, p in PROFILES.items()
+                               if f.name in p.overrides)
+        help_text = f"{helps.get(f.name, '')} [default: {default}" + (f"; {by_profile}]" if by_profile else "]")
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -119,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--threads", type=int, default=None)
     p_bench.add_argument("--out", default=None, help="JSON file (default: results/bench/...)")
     p_bench.add_argument("--summarize", nargs="+", default=None, metavar="FILE",
-                         help="instead: print the README tables of these bench records (one kind at a time)")
+                         help="instead: print the README tables of these bench records (one block per "
+                              "set of records that combine; e.g. results/bench/*.json)")
     p_bench.add_argument("--update-readme", action="store_true",
                          help="instead: re-render README.md's bench blocks from the records they name")
 
@@ -164,16 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            from .train import train
+            from .train import read_status, train
+            signal.signal(signal.SIGTERM, _interrupt)  # as Ctrl-C: status "interrupted", checkpoint kept
             config = _config_from_args(args)
             run_dir = train(config)
             print(run_dir)
+            status = read_status(run_dir)
+            if status["status"] == "diverged":
+                print(f"lmreport train: the run diverged after epoch {status.get('epoch')}: "
+                      f"{status.get('error')} ({run_dir / 'status.json'})", file=sys.stderr)
+                return 1
         elif args.command == "bench" and (args.summarize or args.update_readme):
             from . import benchtables
             if args.summarize and args.update_readme:
                 raise ValueError("--summarize prints one block, --update-readme rewrites the README's: choose one")
             if args.summarize:
-                print(benchtables.summarize(args.summarize))
+                print(benchtables.summarize_groups(args.summarize))
             else:
                 from pathlib import Path
 
@@ -193,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
             from .grid import run_grid
             signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: log the sitting, keep checkpoints
             summary = run_grid(args.profile, args.layers, args.variants, args.seeds,
-                               jobs=args.jobs or PROFILES[args.profile].grid_jobs, shard=args.shard,
+                               jobs=PROFILES[args.profile].grid_jobs if args.jobs is None else args.jobs,
+                               shard=args.shard,
                                data_dir=args.data_dir, device=args.device, root=args.results_dir,
                                progress=args.progress)
-            print(f"grid {summary['profile']}: {summary['total']} runs, {summary['skipped']} already done, "
-                  f"{summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
-                  f"({summary['jobs']} at once, {summary['threads_per_job']} threads each), "
+            print(f"grid {summary['profile']}: {_count(summary['total'], 'run')}, {summary['skipped']} already "
+                  f"done, {summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
+                  f"({summary['jobs']} at once, {_count(summary['threads_per_job'], 'thread')} each), "
                   f"{len(summary['failed'])} failed")
             for name, error in summary["failed"]:
                 print(f"  failed {name}: {error}")
@@ -241,12 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmreport bench: error: {err}", file=sys.stderr)  # a benchmark process failed
         return 1
     except KeyboardInterrupt:
-        if args.command != "grid":
-            raise
-        print("lmreport grid: interrupted; unfinished runs keep their last checkpoint and the same "
-              "command resumes them", file=sys.stderr)
+        after = {"grid": "; unfinished runs keep their last checkpoint and the same command resumes them",
+                 "train": "; the run keeps its last finished epoch's checkpoint and the same command resumes it",
+                 "report": "; unfinished runs keep their last checkpoint and the same command resumes them"}
+        print(f"lmreport {args.command}: interrupted{after.get(args.command, '')}", file=sys.stderr)
         return 130
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 if __name__ == "__main__":

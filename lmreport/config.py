@@ -9,6 +9,8 @@ thesis (``f``, ``eps_lm``, ``c_mode``).
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -60,7 +62,7 @@ class RunConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     wdecay: float = 1.2e-6          # L2 weight decay, added to the gradient
     clip: float = 0.25              # max global gradient norm (0: no clipping)
-    epochs: int = 200
+    epochs: int = 200               # training epochs
     when: list[int] = field(default_factory=lambda: [100, 145])  # lr / 10 before these epochs
     batch_size: int = 20
     eval_batch_size: int = 10       # real validation split
@@ -144,6 +146,8 @@ class RunConfig:
             bad("profile", self.profile, f"one of {', '.join(PROFILES)}")
         if not isinstance(self.layers, int) or self.layers < 1:
             bad("layers", self.layers, "an integer >= 1")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            bad("seed", self.seed, "an integer from 0 to 2**32 - 1 (numpy's seed range)")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         if self.uses_lm and self.f not in NOISE_FUNCTIONS:
@@ -166,24 +170,25 @@ class RunConfig:
                 bad(name, getattr(self, name), "an integer >= 1")
         if not isinstance(self.bptt, int) or self.bptt < 2:
             bad("bptt", self.bptt, "an integer >= 2")
-        if self.lr is not None and not self.lr > 0:
-            bad("lr", self.lr, "a number > 0")
-        if self.eps is not None and not self.eps >= 0:
-            bad("eps", self.eps, "a number >= 0")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            bad("lr", self.lr, "a finite number > 0")
+        if self.eps is not None and not 0 <= self.eps < math.inf:
+            bad("eps", self.eps, "a finite number >= 0")
         if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
             bad("betas", self.betas, "two numbers in [0, 1)")
         for name in ("wdecay", "clip", "alpha", "beta"):
-            if not getattr(self, name) >= 0:
-                bad(name, getattr(self, name), "a number >= 0")
-        if not self.eps_lm > 0:
-            bad("eps_lm", self.eps_lm, "a number > 0")
-        if any(not isinstance(e, int) or e < 1 for e in self.when):
-            bad("when", self.when, "epoch numbers >= 1")
+            if not 0 <= getattr(self, name) < math.inf:
+                bad(name, getattr(self, name), "a finite number >= 0")
+        if not 0 < self.eps_lm < math.inf:
+            bad("eps_lm", self.eps_lm, "a finite number > 0")
+        if (any(not isinstance(e, int) or e < 1 for e in self.when)
+                or any(a >= b for a, b in zip(self.when, self.when[1:]))):
+            bad("when", self.when, "increasing epoch numbers >= 1, each at most once")
         for name in ("max_train_tokens", "max_eval_tokens", "threads"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 bad(name, value, "an integer >= 1, or None")
-        if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
             bad("device", self.device, "auto, cpu, cuda, cuda:<n> or mps")
         return self
 

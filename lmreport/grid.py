@@ -117,6 +117,11 @@ class Job:
     def run_dir(self, root: Path) -> Path:
         return root / self.profile / "runs" / self.name
 
+    def config(self, root: Path | None = None):
+        """The run's resolved RunConfig (raises ValueError naming a bad setting)."""
+        return make_config(self.profile, layers=self.layers, seed=self.seed,
+                           **variant_overrides(self.variant, self.profile, self.layers, self.seed, root))
+
     def parameters(self, root: Path, **runtime) -> dict:
         """Papermill parameters of notebook 03 for this run (absolute paths)."""
         overrides = variant_overrides(self.variant, self.profile, self.layers, self.seed, root)
@@ -159,20 +164,36 @@ def plan(profile: str, layers=None, variants=None, seeds=None, shard: str | None
     """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is invalid: one of {', '.join(PROFILES)}")
-    variants = list(variants or STUDY_VARIANTS)
+    variants = list(dict.fromkeys(variants or STUDY_VARIANTS))  # a repeated name is one run, not two
     known = list(VARIANTS) + list(DERIVED_VARIANTS)
     unknown = [v for v in variants if v not in known]
     if unknown:
         raise ValueError(f"variant {unknown[0]!r} is unknown: one of {', '.join(known)}")
-    layers = list(layers or STUDY_LAYERS)
+    layers = list(dict.fromkeys(layers or STUDY_LAYERS))
+    seeds = list(dict.fromkeys(seeds or STUDY_SEEDS))
     if any(not isinstance(n, int) or n < 1 for n in layers):
         raise ValueError(f"layers={layers} is invalid: integers >= 1")
-    jobs = [Job(profile, n, v, s) for n in layers for v in variants for s in (seeds or STUDY_SEEDS)]
+    jobs = [Job(profile, n, v, s) for n in layers for v in variants for s in seeds]
     for job in jobs if check else []:
-        make_config(profile, layers=job.layers, seed=job.seed,
-                    **variant_overrides(job.variant, profile, job.layers, job.seed, root))
+        job.config(root)
     cut = parse_shard(shard)
     return jobs[cut[0] - 1::cut[1]] if cut else jobs
+
+
+def check_before_running(jobs: list[Job], root: Path, data_dir: str | None = None, device: str | None = None,
+                         progress: bool = True) -> None:
+    """What would make every notebook run fail, found before any starts: the device (its
+    name, and whether this machine has it) and the data (present, PTB where the profile
+    needs it, long enough for each run's settings)."""
+    from .data import load_corpus
+    from .train import check_data, select_device
+
+    if not jobs:
+        return
+    select_device(make_config(jobs[0].profile, device=device).device)
+    corpus = load_corpus(data_dir, progress=progress)
+    for job in jobs:
+        check_data(corpus, job.config(root))
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -243,6 +264,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     todo_all = plan(profile, layers, variants, seeds, shard, root)
     done = [j for j in todo_all if read_status(j.run_dir(root))["status"] in DONE]
     todo = [j for j in todo_all if j not in done]
+    check_before_running(todo, root, data_dir, device, progress)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     failures: list[tuple[Job, str]] = []
     start = time.monotonic()

@@ -21,7 +21,7 @@ NOISE_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "cbrt": lambda x: x.pow(1.0 / 3.0),
 }
 F_LABELS = {"x2": "x²", "x": "x", "sqrt": "√x", "cbrt": "∛x"}
-C_MODES = ("running_min", "zero", "constant:<value>")
+C_MODES = ("running_min", "zero", "constant:<finite value>")
 C_RESETS = ("epoch", "never")
 
 
@@ -39,9 +39,11 @@ def parse_c_mode(c_mode: str) -> tuple[str, float | None]:
         return c_mode, None
     if isinstance(c_mode, str) and c_mode.startswith("constant:"):
         try:
-            return "constant", float(c_mode.split(":", 1)[1])
+            value = float(c_mode.split(":", 1)[1])
         except ValueError:
-            pass
+            value = math.nan
+        if math.isfinite(value):
+            return "constant", value
     raise ValueError(f"c_mode={c_mode!r} is not one of {', '.join(C_MODES)}")
 
 

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
@@ -61,6 +62,9 @@ class Diverged(RuntimeError):
 
 # ---------------------------------------------------------------- device and numerics
 def select_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA, else MPS, else CPU), or the named device if this machine has it."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(name)):
+        raise ValueError(f"device={name!r} is invalid: auto, cpu, cuda, cuda:<n> or mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -213,14 +217,39 @@ def build_model(config: RunConfig, vocab_size: int) -> AWDLSTM:
                    config.wdrop_mode)
 
 
+def _splits(corpus: Corpus, config: RunConfig) -> dict[str, tuple[torch.Tensor, int, str, str]]:
+    """split -> (tokens used, batch size, its batch-size field, its token-cap field)."""
+    return {"train": (corpus.train[: config.max_train_tokens], config.batch_size, "batch_size", "max_train_tokens"),
+            "valid": (corpus.valid[: config.max_eval_tokens], config.eval_batch_size, "eval_batch_size",
+                      "max_eval_tokens"),
+            "test": (corpus.test[: config.max_eval_tokens], config.test_batch_size, "test_batch_size",
+                     "max_eval_tokens")}
+
+
+def check_data(corpus: Corpus, config: RunConfig) -> None:
+    """Everything about the data that would stop the run, checked before anything is written."""
+    if config.profile in PROFILES_NEEDING_PTB and not corpus.is_ptb:
+        raise DataError(f"profile {config.profile} needs the canonical PTB files, but {corpus.data_dir} "
+                        f"holds others (md5 {corpus.md5}); point LMREPORT_DATA_DIR at PTB")
+    check_split_sizes(corpus, config)
+
+
+def check_split_sizes(corpus: Corpus, config: RunConfig) -> None:
+    """Refuse settings that leave a split too short to train on (3 rows) or evaluate (2 rows)."""
+    for split, (tokens, batch, batch_field, cap_field) in _splits(corpus, config).items():
+        need = 3 if split == "train" else 2
+        if len(tokens) // batch < need:
+            cap = getattr(config, cap_field)
+            why = f"{cap_field}={cap} leaves" if cap is not None and cap < len(getattr(corpus, split)) \
+                else f"{corpus.data_dir} has"
+            raise DataError(f"{why} {len(tokens)} {split} tokens, {len(tokens) // batch} rows at "
+                            f"{batch_field}={batch}: at least {need * batch} tokens ({need} rows) are needed")
+
+
 def split_data(corpus: Corpus, config: RunConfig, device: torch.device) -> dict[str, torch.Tensor]:
     """Batchified train (B=20), valid (B=10) and test (B=1) streams, optionally truncated."""
-    train = corpus.train[: config.max_train_tokens]
-    valid = corpus.valid[: config.max_eval_tokens]
-    test = corpus.test[: config.max_eval_tokens]
-    return {"train": batchify(train, config.batch_size).to(device),
-            "valid": batchify(valid, config.eval_batch_size).to(device),
-            "test": batchify(test, config.test_batch_size).to(device)}
+    return {split: batchify(tokens, batch).to(device)
+            for split, (tokens, batch, _, _) in _splits(corpus, config).items()}
 
 
 def train_step(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeModification | None,
@@ -476,6 +505,7 @@ def train(config: RunConfig, resume: bool = True) -> Path:
     instead of continued.
     """
     config = config.resolved()
+    device = select_device(config.device)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     _check_same_run(run_dir, config)
     if read_status(run_dir)["status"] in DONE:
@@ -483,10 +513,7 @@ def train(config: RunConfig, resume: bool = True) -> Path:
     if not resume and (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
     corpus = load_corpus(config.data_dir, progress=config.progress)
-    if config.profile in PROFILES_NEEDING_PTB and not corpus.is_ptb:
-        raise DataError(f"profile {config.profile} needs the canonical PTB files, but {corpus.data_dir} "
-                        f"holds others (md5 {corpus.md5}); point LMREPORT_DATA_DIR at PTB")
-    device = select_device(config.device)
+    check_data(corpus, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(run_dir):
         if read_status(run_dir)["status"] in DONE:  # finished by the process we waited for

@@ -21,6 +21,12 @@ from lmreport.train import read_metrics, read_status
     (["--c-mode", "median", "--optimizer", "adabelief-lm", "--f", "x"], "c_mode='median'"),
     (["--wdrop-mode", "half"], "wdrop_mode='half'"),
     (["--epochs", "many"], "invalid int value: 'many'"),
+    (["--seed", "-1"], "seed=-1 is invalid"),
+    (["--lr", "inf"], "lr=inf is invalid"),
+    (["--when", "2", "2"], "when=[2, 2] is invalid"),
+    (["--optimizer", "adabelief-lm", "--f", "x", "--c-mode", "constant:nan"], "c_mode='constant:nan'"),
+    (["--device", "tpu"], "device='tpu' is invalid"),
+    (["--eval-mode", "windows"], "eval_mode='windows' is invalid"),
 ])
 def test_bad_values_exit_2_with_one_line_and_write_nothing(args, needle, tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -41,6 +47,52 @@ def test_unreadable_data_dir_exits_2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "ptb.train.txt" in err
     assert not run_dir.exists() and not (tmp_path / "nope").exists()
+
+
+def test_data_too_short_for_the_settings_exits_2(tmp_path, tiny_corpus, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["train", "--profile", "smoke", "--data-dir", str(tiny_corpus), "--max-train-tokens", "5",
+                 "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "max_train_tokens=5 leaves 5 train tokens, 0 rows at batch_size=20: at least 60 tokens" in err
+    assert not run_dir.exists()
+
+
+def test_an_interrupted_or_diverged_train_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    import lmreport.train as train_mod
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "train", interrupted)
+    assert main(["train", "--profile", "smoke"]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted; the run keeps its last finished epoch's checkpoint" in err
+    (tmp_path / "status.json").write_text('{"status": "diverged", "epoch": 3, "error": "objective nan at batch 7"}')
+    monkeypatch.setattr(train_mod, "train", lambda config: tmp_path)
+    assert main(["train", "--profile", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "diverged after epoch 3: objective nan at batch 7" in err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--layers", "0"], "layers=[0] is invalid"), (["--steps", "0"], "steps=0 is invalid"),
+    (["--jobs", "0"], "jobs=[0] is invalid"), (["--threads", "0"], "threads=0 is invalid"),
+    (["--device", "tpu"], "device='tpu' is invalid"), (["--eval-tokens", "5"], "eval_tokens=5 is invalid"),
+])
+def test_bad_bench_requests_exit_2_before_measuring_or_writing(args, needle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--profile", "smoke", "--out", str(out), *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and needle in captured.err and captured.out == ""
+    assert not out.exists()
+
+
+def test_grid_jobs_zero_is_refused(tmp_path, capsys):
+    assert main(["grid", "--profile", "smoke", "--jobs", "0", "--results-dir", str(tmp_path)]) == 2
+    assert "jobs=0 is invalid" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_and_resume_from_the_command_line(tmp_path, tiny_corpus, capsys):

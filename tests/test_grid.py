@@ -15,7 +15,7 @@ from lmreport.build import build_report
 from lmreport.grid import VARIANTS, Job, plan, run_grid
 from lmreport.train import read_metrics, read_status
 
-TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds"]
+TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds", "threads", "device"]  # where and how fast, not what
 SMALL = dict(layers=[1], variants=["adabelief", "lm-cbrt"], seeds=[141, 6])
 
 
@@ -31,11 +31,35 @@ def test_default_plan_is_the_study_grid_and_shards_partition_it():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(variants=["lm-x3"]), "variant 'lm-x3' is unknown"),
     (dict(shard="4/3"), "shard='4/3'"), (dict(shard="a/b"), "shard='a/b'"),
-    (dict(layers=[0]), "layers"),
+    (dict(layers=[0]), "layers"), (dict(seeds=[-1]), "seed=-1 is invalid"),
 ])
 def test_bad_grid_requests_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         plan("smoke", **kwargs)
+
+
+def test_repeated_names_in_a_grid_request_are_one_run():
+    assert plan("smoke", layers=[1, 1], variants=["adabelief", "adabelief"], seeds=[1, 1]) == \
+        [Job("smoke", 1, "adabelief", 1)]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(device="tpu"), "device='tpu' is invalid"),
+    (dict(data_dir="EMPTY"), "cannot download ptb.train.txt|no ptb.train.txt"),
+    (dict(profile="cpu", data_dir="TINY"), "profile cpu needs the canonical PTB files"),
+])
+def test_a_grid_that_would_fail_every_run_stops_before_the_first(tmp_path, tiny_corpus, monkeypatch, kwargs, match):
+    import lmreport.data as data_mod
+    monkeypatch.setattr(data_mod, "PTB_URL", "http://127.0.0.1:9/")  # nothing listens there: offline
+    (tmp_path / "empty").mkdir()
+    kwargs = dict(kwargs)
+    kwargs["data_dir"] = {"EMPTY": str(tmp_path / "empty"), "TINY": str(tiny_corpus)}.get(
+        kwargs.get("data_dir"), str(tiny_corpus))
+    profile = kwargs.pop("profile", "smoke")
+    with pytest.raises((ValueError, data_mod.DataError), match=match):
+        run_grid(profile, layers=[1], variants=["adabelief"], seeds=[1], root=tmp_path / "results",
+                 progress=False, **kwargs)
+    assert not (tmp_path / "results").exists()
 
 
 def test_variant_parameters_map_onto_notebook_03(tmp_path):
@@ -172,7 +196,7 @@ def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_di
     assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
 
 
-def test_one_jobs_error_is_its_failure_and_the_grid_carries_on(tmp_path, monkeypatch):
+def test_one_jobs_error_is_its_failure_and_the_grid_carries_on(tmp_path, tiny_corpus, monkeypatch):
     import lmreport.grid as grid_mod
     started = []
 
@@ -185,13 +209,13 @@ def test_one_jobs_error_is_its_failure_and_the_grid_carries_on(tmp_path, monkeyp
 
     monkeypatch.setattr(grid_mod, "_run_notebook", fake_notebook)
     summary = run_grid("smoke", layers=[1], variants=["adabelief"], seeds=[141, 6, 42], jobs=1,
-                       root=tmp_path, progress=False)
+                       root=tmp_path, data_dir=str(tiny_corpus), progress=False)
     assert sorted(started) == [6, 42, 141] and summary["ran"] == 3 and summary["outcome"] == "complete"
     [(name, error)] = summary["failed"]
     assert name == "L1-adabelief-s6" and error.startswith("OSError: cannot open")
 
 
-def test_a_run_held_by_another_grid_is_left_alone(tmp_path, monkeypatch):
+def test_a_run_held_by_another_grid_is_left_alone(tmp_path, tiny_corpus, monkeypatch):
     import lmreport.grid as grid_mod
     from lmreport.train import run_lock
     monkeypatch.setattr(grid_mod, "_run_notebook", lambda *a: pytest.fail("started a run another grid holds"))
@@ -200,7 +224,7 @@ def test_a_run_held_by_another_grid_is_left_alone(tmp_path, monkeypatch):
     (run / "papermill.log").write_text("the other grid's log\n")
     with run_lock(run, wait=0, name=".grid.lock"):  # what the other grid process holds
         summary = run_grid("smoke", layers=[1], variants=["adabelief"], seeds=[141], root=tmp_path,
-                           progress=False)
+                           data_dir=str(tiny_corpus), progress=False)
     assert summary["failed"] == [("L1-adabelief-s141", f"RuntimeError: run dir {run} is being run by another grid")]
     assert (run / "papermill.log").read_text() == "the other grid's log\n"
 

@@ -129,7 +129,7 @@ def test_adabelief_lm_equals_the_oracle_fed_hand_scaled_gradients(f, power):
         c, factors = math.inf, []
 
         def step(self, loss):
-            u = float(loss)
+            u = float(loss.detach())
             self.c = min(self.c, u)
             factor = 1.0 / (max(u - self.c, 0.0) ** power + 1.0)
             self.factors.append(factor)

@@ -13,7 +13,7 @@ from lmreport.config import make_config
 from lmreport.data import load_corpus
 from lmreport.train import read_metrics, read_status, train
 
-TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds"]
+TIMING = ["train_seconds", "tokens_per_s", "eval_seconds", "seconds", "threads", "device"]  # where and how fast, not what
 
 
 def _tiny(tmp_path, tiny_corpus, **kw):

@@ -188,7 +188,7 @@ def _read(path: Path) -> dict:
     kinds = [k for k in KINDS if isinstance(record, dict) and record.get(k)]
     if len(kinds) != 1:
         raise ValueError(f"{path}: not a record that --summarize renders (one with results, throughput or "
-                         f"concurrent rows; --tf32-effect records have no table)")
+                         f"concurrent rows; --tf32-effect and HVP records have no table)")
     if record.get("complete") is False:
         raise ValueError(f"{path}: an incomplete record (its bench was stopped); summarize finished records")
     for field in ("profile", "device"):
@@ -215,6 +215,36 @@ def summarize(paths: list[str | Path], root: Path | None = None) -> str:
             + (f": the median of {n} records, with (min–max) where they differ by more than {SPREAD:.0%}"
                if n > 1 else "") + ".</sub>")
     return "\n\n".join([head, *tables])
+
+
+def summarize_groups(paths: list[str | Path], root: Path | None = None) -> str:
+    """What ``bench --summarize`` prints: the records in as few blocks as combine (records of
+    one kind, device, profile and shape), then the files that render no table and why.
+    Only when nothing renders is it an error, so a glob over results/bench/ just works."""
+    root = root or Path.cwd()
+    groups: list[list[str]] = []
+    skipped: list[str] = []
+    for path in map(str, paths):
+        try:
+            _read(root / path)
+        except ValueError as err:
+            skipped.append(str(err))
+            continue
+        for group in groups:
+            try:
+                summarize(group + [path], root)
+            except ValueError:
+                continue
+            group.append(path)
+            break
+        else:
+            groups.append([path])
+    if not groups:
+        raise ValueError("; ".join(skipped))
+    blocks = [summarize(group, root) for group in groups]
+    if skipped:
+        blocks.append("Not rendered:\n" + "\n".join(f"- {reason}" for reason in skipped))
+    return "\n\n".join(blocks)
 
 
 def update_readme(readme: Path, check: bool = False) -> bool:

@@ -236,9 +236,17 @@ def test_bench_summary_refuses_records_that_cannot_be_summarized(tmp_path, capsy
     for name, record in files.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(record))
     (tmp_path / "d.json").write_text("not json")
-    for names, needle in ((["a", "b"], "one kind"), (["c"], "incomplete"), (["d"], "not a JSON bench record"),
-                          (["e"], "no such file"), (["a", "f"], "same shape"), (["f", "g"], "differ in device_name"),
-                          (["h"], "--tf32-effect")):
+    for names, needle in ((["c"], "incomplete"), (["d"], "not a JSON bench record"), (["e"], "no such file"),
+                          (["h"], "--tf32-effect"), (["c", "h"], "incomplete record (its bench was stopped); ")):
         assert main(["bench", "--summarize", *(str(tmp_path / f"{n}.json") for n in names)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and needle in err, err
+    # records that cannot share a table are rendered in separate blocks, whatever cannot be is named
+    from lmreport.benchtables import summarize
+    for names, needle in ((["a", "b"], "one kind"), (["a", "f"], "same shape"), (["f", "g"], "differ in device_name")):
+        with pytest.raises(ValueError, match=needle):
+            summarize([f"{n}.json" for n in names], tmp_path)
+    assert main(["bench", "--summarize", *(str(tmp_path / f"{n}.json") for n in "abcdfgh")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Rendered by") == 4   # a | b | f | g: each alone
+    assert out.split("Not rendered:")[1].count("\n- ") == 3 and "d.json: not a JSON bench record" in out

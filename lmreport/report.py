@@ -139,7 +139,8 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
     runs_dir = root / profile / "runs"
     for config_path in sorted(runs_dir.glob("*/config.json")) if runs_dir.is_dir() else []:
         key = _identify(RunConfig.from_json(config_path), profile, root)
-        found[key] = config_path.parent
+        if key not in found or found[key] != expected.get(key):  # of two copies of a grid run, the grid's wins
+            found[key] = config_path.parent
     rows, epochs = [], []
     for key in list(expected) + [k for k in found if k not in expected]:
         folder = found.get(key, expected.get(key))

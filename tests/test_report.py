@@ -112,3 +112,21 @@ def test_models_of_two_seeds_under_one_key_are_refused(tmp_path):
                          for s in (141, 6)])
     with pytest.raises(ValueError, match="L1-adabelief-s141, L1-adabelief-s6 share"):
         load_models(runs, 40)
+
+
+def test_a_copy_of_a_grid_run_never_replaces_it_and_other_runs_are_custom(tmp_path):
+    from lmreport.config import make_config
+    from lmreport.report import collect_runs
+
+    runs_dir = tmp_path / "smoke" / "runs"
+    for folder, config, ppl in (("L1-adabelief-s6", make_config("smoke", layers=1, seed=6), 50.0),
+                                ("1layer-adabelief-seed6", make_config("smoke", layers=1, seed=6), 60.0),
+                                ("zz-copy", make_config("smoke", layers=1, seed=6), 70.0),
+                                ("1layer-adabelief-seed6-lr", make_config("smoke", layers=1, seed=6, lr=0.5), 80.0)):
+        (runs_dir / folder).mkdir(parents=True)
+        config.to_json(runs_dir / folder / "config.json")
+        (runs_dir / folder / "status.json").write_text('{"status": "finished"}')
+        pd.DataFrame({"epoch": [1], "train_ppl": [ppl], "valid_ppl": [ppl], "test_ppl": [ppl],
+                      "seconds": [1.0]}).to_csv(runs_dir / folder / "metrics.csv", index=False)
+    runs, _ = collect_runs("smoke", tmp_path, layers=[1], variants=["adabelief"], seeds=[6])
+    assert runs[["variant", "min_test"]].values.tolist() == [["adabelief", 50.0], ["custom:1layer-adabelief-seed6", 80.0]]

@@ -115,14 +115,18 @@ def reference_train_step(model, optimizer: ReferenceAdaBeliefLM, c, data, target
 
 
 def reference_evaluate(model, data: torch.Tensor, bptt: int) -> float:
-    """The published evaluation: windows of ``bptt`` rows, autograd left on, float32 sum."""
+    """The published evaluation: windows of ``bptt`` rows, autograd left on, each window's
+    criterion value (Σ −log p / N, AWD-LSTM's SplitCrossEntropyLoss with one split) times
+    its length, summed in float32."""
     model.eval()
     hidden = model.init_hidden(data.size(1))
     total = 0.0
     for i in range(0, data.size(0) - 1, bptt):
         x, y = get_batch(data, i, bptt)
         output, hidden = model(x, hidden)
-        total = total + len(x) * F.cross_entropy(model.logits(output).view(-1, model.vocab_size), y).data
+        logp = F.log_softmax(F.linear(output.view(-1, output.size(2)), model.decoder.weight, model.decoder.bias), -1)
+        criterion = (-torch.gather(logp, 1, y.view(-1, 1))).float().sum() / len(y)
+        total = total + len(x) * criterion.data
         hidden = repackage_hidden(hidden)
     return float(total) / data.size(0)
 

@@ -19,7 +19,7 @@ from .regularize import WDROP_MODES
 
 OPTIMIZERS = ("adabelief", "adabelief-lm", "adam", "adam-lm", "sgd", "sgd-lm")
 # chunked: ~8k-token chunks, float64 sum (agrees with published to ~1e-7 relative, faster);
-# published: the published loop's bptt-row windows and float32 sum, bit for bit
+# published: the published loop's bptt-row windows, criterion arithmetic and float32 sum
 EVAL_MODES = ("chunked", "published")
 
 # Published learning rate and eps per optimizer and depth. AdaBelief: the study's

@@ -345,17 +345,26 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
 EVAL_TOKENS_PER_CHUNK = 8192
 
 
+def window_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Σ −log p(target) as the published criterion summed it (gathered log-probabilities,
+    then one float32 sum). F.cross_entropy's mean can differ from it in the last bit."""
+    return (-F.log_softmax(logits, dim=-1).gather(1, targets.view(-1, 1))).float().sum()
+
+
 @torch.inference_mode()
 def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, mode: str = "chunked") -> float:
     """Mean loss of a split with the published denominator: sum of per-token CE divided by
     the number of *rows* of the batchified split (not by the number of targets).
 
     The published loop walked the split in windows of ``bptt`` rows with the hidden state
-    carried from zeros and summed window_len x mean CE in float32; ``mode="published"``
-    does exactly that. Carrying the state makes the window length irrelevant to the
-    result, so ``"chunked"`` (default) reads about 8k tokens per chunk, which turns the
-    decoder into a few large matrix products instead of ~1,200 small ones at batch 1, and
-    sums in float64 (float32 on MPS): the same value to ~1e-7 relative, not to the bit.
+    carried from zeros, took each window's mean CE as its criterion (AWD-LSTM's
+    SplitCrossEntropyLoss with one split) computes it — the float32 sum of −log p(target)
+    over the window divided by its length — and summed window_len x mean in float32;
+    ``mode="published"`` does exactly that. Carrying the state makes the window length
+    irrelevant to the result, so ``"chunked"`` (default) reads about 8k tokens per chunk,
+    which turns the decoder into a few large matrix products instead of ~1,200 small ones
+    at batch 1, and sums in float64 (float32 on MPS): the same value to ~1e-7 relative,
+    not to the bit.
     """
     if mode not in EVAL_MODES:
         raise ValueError(f"eval_mode={mode!r} is invalid: one of {', '.join(EVAL_MODES)}")
@@ -371,7 +380,7 @@ def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, mode: str = "chunked
         output, hidden = model(x, hidden)
         logits = model.logits(output).view(-1, vocab)
         if published:
-            total += len(x) * F.cross_entropy(logits, y)
+            total += len(x) * (window_nll(logits, y) / len(y))
         else:
             total += F.cross_entropy(logits, y, reduction="sum") / batch
     return float(total) / rows

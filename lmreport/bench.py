@@ -382,8 +382,10 @@ def _train_processes(profile: str, layers: int, run_dirs: list[Path], epochs: in
                     [sys.executable, "-m", "lmreport", "train", *args, "--run-dir", str(d)], env=env, stdout=log,
                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if os.name == "posix" else None))
         for proc, d in zip(procs, run_dirs):
-            status = read_status(d)["status"] if proc.wait() == 0 else "failed"
+            proc.wait()
+            status = read_status(d)["status"]  # "diverged" exits 1 too; the status says which
             if status != "finished":
+                status = status if status == "diverged" else "failed"
                 raise RuntimeError(f"training process {status} (exit {proc.returncode}): {_tail(d / 'train.log')}")
     finally:  # one failed or Ctrl-C: the others would only keep the cores (or the GPU) busy
         for proc in procs:

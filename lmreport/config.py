@@ -110,6 +110,8 @@ class RunConfig:
                 parts.append("cglobal")
         if self.wdrop_mode != "frozen":
             parts.append(f"whh-{self.wdrop_mode}")
+        if self.eval_mode != "chunked":
+            parts.append(f"eval-{self.eval_mode}")
         return "-".join(parts) + f"-seed{self.seed}"
 
     def to_dict(self) -> dict:

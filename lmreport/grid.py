@@ -230,6 +230,8 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOK),
            str(run_dir / NOTEBOOK), "-k", "python3", "--no-progress-bar", "-y", json.dumps(params)]
+    if _STOPPING.is_set():  # before the log is emptied; checked again where the run starts
+        return job, "interrupted", ""
     with open(run_dir / "papermill.log", "w") as log:
         with _LIVE_LOCK:  # a run started after the grid began stopping would escape the stop
             if _STOPPING.is_set():

@@ -16,6 +16,7 @@ interrupted run continues to bit-identical numbers on the same machine.
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import re
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -401,22 +403,28 @@ def _atomic_write(path: Path, write) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-        _fsync(tmp)
+        fd = os.open(tmp, os.O_RDWR)  # write access: Windows refuses fsync on a read-only handle
+        try:
+            os.fsync(fd)  # a failure here (EIO, ENOSPC) stops the write: the old file stays
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-        _fsync(path.parent)
+        _fsync_folder(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _fsync(path) -> None:
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable where the system allows (Windows cannot open folders, some
+    file systems refuse fsync on them; the file's own data is already on disk)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. folders cannot be opened on Windows
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:  # some file systems refuse fsync on folders
+    except OSError:
         pass
     finally:
         os.close(fd)
@@ -479,6 +487,9 @@ def _check_same_run(run_dir: Path, config: RunConfig) -> None:
 DONE = ("finished", "diverged")
 
 
+_NO_LOCKS = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS") if hasattr(errno, name)}
+
+
 @contextmanager
 def run_lock(run_dir: Path, wait: float = 60.0, name: str = ".lock", holder: str = "trained by another process"):
     """Hold an exclusive lock on a run directory while training it.
@@ -492,7 +503,7 @@ def run_lock(run_dir: Path, wait: float = 60.0, name: str = ".lock", holder: str
         yield
         return
     with open(run_dir / name, "a") as handle:
-        deadline = time.monotonic() + wait
+        deadline, locked = time.monotonic() + wait, True
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -501,10 +512,19 @@ def run_lock(run_dir: Path, wait: float = 60.0, name: str = ".lock", holder: str
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"run dir {run_dir} is being {holder}") from None
                 time.sleep(0.5)
+            except OSError as err:
+                if err.errno not in _NO_LOCKS:
+                    raise
+                # e.g. some network or FUSE mounts (a Google Drive folder): run unguarded
+                warnings.warn(f"{run_dir}: the file system has no locks ({err.strerror}); "
+                              f"nothing keeps two processes from training this run at once")
+                locked = False
+                break
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def train(config: RunConfig, resume: bool = True) -> Path:

@@ -11,6 +11,13 @@ from lmreport.cli import main
 from lmreport.train import read_metrics, read_status
 
 
+@pytest.fixture(autouse=True)
+def _keep_pytests_signal_handlers(monkeypatch):
+    """main() installs a SIGTERM handler for train and grid; not in the test process."""
+    import signal
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--optimizer", "adabelief-lm", "--f", "x3"], "f='x3'"),
     (["--optimizer", "nadam"], "invalid choice: 'nadam'"),
@@ -41,6 +48,8 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(args, needle, tmp_pat
 
 def test_unreadable_data_dir_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("lmreport.data.PTB_URL", "http://127.0.0.1:9/")
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
     run_dir = tmp_path / "run"
     code = main(["train", "--profile", "smoke", "--data-dir", str(tmp_path / "nope"),
                  "--run-dir", str(run_dir)])

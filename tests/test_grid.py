@@ -51,6 +51,8 @@ def test_repeated_names_in_a_grid_request_are_one_run():
 def test_a_grid_that_would_fail_every_run_stops_before_the_first(tmp_path, tiny_corpus, monkeypatch, kwargs, match):
     import lmreport.data as data_mod
     monkeypatch.setattr(data_mod, "PTB_URL", "http://127.0.0.1:9/")  # nothing listens there: offline
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
     (tmp_path / "empty").mkdir()
     kwargs = dict(kwargs)
     kwargs["data_dir"] = {"EMPTY": str(tmp_path / "empty"), "TINY": str(tiny_corpus)}.get(
@@ -235,4 +237,7 @@ def test_no_notebook_starts_once_the_grid_is_stopping(tmp_path, monkeypatch):
     monkeypatch.setattr(grid_mod, "_STOPPING", grid_mod.threading.Event())
     grid_mod._STOPPING.set()
     job = Job("smoke", 1, "adabelief", 141)
+    job.run_dir(tmp_path).mkdir(parents=True)
+    (job.run_dir(tmp_path) / "papermill.log").write_text("the last sitting's log\n")
     assert grid_mod.run_job(job, tmp_path) == (job, "interrupted", "")
+    assert (job.run_dir(tmp_path) / "papermill.log").read_text() == "the last sitting's log\n"

@@ -171,6 +171,35 @@ def test_trace_records_every_batch_and_the_running_minimum(tmp_path, tiny_corpus
         assert math.exp((epoch.seq_len * epoch.ce).sum() / rows) == pytest.approx(ppl, rel=1e-5)
 
 
+def test_a_failed_flush_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    target = tmp_path / "metrics.csv"
+    target.write_text("old\n")
+
+    def disk_error(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", disk_error)
+    with pytest.raises(OSError, match="I/O error"):
+        train_mod._atomic_write(target, lambda tmp: open(tmp, "w").write("new\n"))
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    import errno
+
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(train_mod.fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="has no locks"):
+        with train_mod.run_lock(tmp_path):
+            ran = True
+    assert ran
+
+
 def test_a_run_being_trained_elsewhere_is_locked(tmp_path):
     from lmreport.train import run_lock
     with run_lock(tmp_path):

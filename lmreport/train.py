@@ -359,7 +359,7 @@ def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, mode: str = "chunked
     the number of *rows* of the batchified split (not by the number of targets).
 
     The published loop walked the split in windows of ``bptt`` rows with the hidden state
-    carried from zeros, took each window's mean CE as its criterion (AWD-LSTM's
+    carried from zeros, took each window's mean CE the way its criterion (AWD-LSTM's
     SplitCrossEntropyLoss with one split) computes it — the float32 sum of −log p(target)
     over the window divided by its length — and summed window_len x mean in float32;
     ``mode="published"`` does exactly that. Carrying the state makes the window length

@@ -365,7 +365,7 @@ def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, mode: str = "chunked
     ``mode="published"`` does exactly that. Carrying the state makes the window length
     irrelevant to the result, so ``"chunked"`` (default) reads about 8k tokens per chunk,
     which turns the decoder into a few large matrix products instead of ~1,200 small ones
-    at batch 1, and sums in float64 (float32 on MPS): the same value to ~1e-7 relative,
+    at batch 1, and sums in float64 (float32 on MPS): the same value to a few 1e-7 relative,
     not to the bit.
     """
     if mode not in EVAL_MODES:

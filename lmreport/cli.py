@@ -251,9 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmreport bench: error: {err}", file=sys.stderr)  # a benchmark process failed
         return 1
     except KeyboardInterrupt:
-        after = {"grid": "; unfinished runs keep their last checkpoint and the same command resumes them",
-                 "train": "; the run keeps its last finished epoch's checkpoint and the same command resumes it",
-                 "report": "; unfinished runs keep their last checkpoint and the same command resumes them"}
+        runs = "; unfinished runs keep their last checkpoint and the same command resumes them"
+        after = {"grid": runs, "report": runs,
+                 "train": "; the run keeps its last finished epoch's checkpoint and the same command resumes it"}
         print(f"lmreport {args.command}: interrupted{after.get(args.command, '')}", file=sys.stderr)
         return 130
     return 0

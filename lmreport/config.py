@@ -21,6 +21,7 @@ OPTIMIZERS = ("adabelief", "adabelief-lm", "adam", "adam-lm", "sgd", "sgd-lm")
 # chunked: ~8k-token chunks, float64 sum (agrees with published to a few 1e-7 relative, faster);
 # published: the published loop's bptt-row windows, criterion arithmetic and float32 sum
 EVAL_MODES = ("chunked", "published")
+DEVICES = r"auto|cpu|mps|cuda(:\d+)?"  # the device names a run accepts (a regular expression)
 
 # Published learning rate and eps per optimizer and depth. AdaBelief: the study's
 # Appendix B (= the AdaBelief authors' LSTM settings). Adam and SGD: the AdaBelief
@@ -190,7 +191,7 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 bad(name, value, "an integer >= 1, or None")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
+        if not re.fullmatch(DEVICES, str(self.device)):
             bad("device", self.device, "auto, cpu, cuda, cuda:<n> or mps")
         return self
 

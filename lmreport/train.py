@@ -42,7 +42,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .config import EVAL_MODES, RunConfig
+from .config import DEVICES, EVAL_MODES, RunConfig
 from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
 from .model import AWDLSTM, repackage_hidden
 from .optim import AdaBelief, LandscapeModification
@@ -65,7 +65,7 @@ class Diverged(RuntimeError):
 # ---------------------------------------------------------------- device and numerics
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` (CUDA, else MPS, else CPU), or the named device if this machine has it."""
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(name)):
+    if not re.fullmatch(DEVICES, str(name)):
         raise ValueError(f"device={name!r} is invalid: auto, cpu, cuda, cuda:<n> or mps")
     if name == "auto":
         if torch.cuda.is_available():

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from .optim import C_RESETS, NOISE_FUNCTIONS, parse_c_mode
-from .regularize import WDROP_MODES
+from .regularize import EMBED_PADDINGS, WDROP_MODES
 
 OPTIMIZERS = ("adabelief", "adabelief-lm", "adam", "adam-lm", "sgd", "sgd-lm")
 # chunked: ~8k-token chunks, float64 sum (agrees with published to a few 1e-7 relative, faster);
@@ -55,6 +55,7 @@ class RunConfig:
     dropoute: float = 0.1           # embedding (whole-word) dropout
     wdrop: float = 0.5              # DropConnect on each hidden-to-hidden matrix
     wdrop_mode: str = "frozen"      # frozen: published (W_hh never trains); trained: corrected
+    embed_padding: str = "last"     # last: published (last word's input lookup gets no gradient); none
     alpha: float = 2.0              # AR weight (last layer's dropped output)
     beta: float = 1.0               # TAR weight (last layer's raw output)
     # --- optimisation
@@ -111,6 +112,8 @@ class RunConfig:
                 parts.append("cglobal")
         if self.wdrop_mode != "frozen":
             parts.append(f"whh-{self.wdrop_mode}")
+        if self.embed_padding != "last":
+            parts.append(f"pad-{self.embed_padding}")
         if self.eval_mode != "chunked":
             parts.append(f"eval-{self.eval_mode}")
         return "-".join(parts) + f"-seed{self.seed}"
@@ -164,6 +167,8 @@ class RunConfig:
             bad("eval_mode", self.eval_mode, f"one of {', '.join(EVAL_MODES)}")
         if self.wdrop_mode not in WDROP_MODES:
             bad("wdrop_mode", self.wdrop_mode, f"one of {', '.join(WDROP_MODES)}")
+        if self.embed_padding not in EMBED_PADDINGS:
+            bad("embed_padding", self.embed_padding, f"one of {', '.join(EMBED_PADDINGS)}")
         for name in ("dropout", "dropouth", "dropouti", "dropoute", "wdrop"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 bad(name, getattr(self, name), "a probability in [0, 1)")

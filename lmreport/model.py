@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .regularize import WeightDropLSTM, embedded_dropout, locked_dropout
+from .regularize import EMBED_PADDINGS, WeightDropLSTM, embedded_dropout, locked_dropout
 
 Hidden = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -25,14 +25,24 @@ class AWDLSTM(nn.Module):
 
     Defaults are the paper's (Appendix B of the study): emsize 400, nhid 1150, dropouts
     0.4 / 0.25 / 0.4 / 0.1, weight drop 0.5 with the published (``frozen``) behaviour.
+
+    ``embed_padding="last"`` keeps another quirk of the published code: its embedding
+    lookup passes ``padding_idx=-1`` (the embedding has no padding index, and -1 was
+    AWD-LSTM's stand-in for "none"), which PyTorch reads as the last vocabulary id. That
+    word (PTB: "unilab", 6 training tokens, all in the last 140) gets no gradient from
+    its input occurrences, only from the tied decoder and the weight decay.
     """
 
     def __init__(self, vocab_size: int, layers: int = 3, emsize: int = 400, nhid: int = 1150,
                  dropout: float = 0.4, dropouth: float = 0.25, dropouti: float = 0.4,
-                 dropoute: float = 0.1, wdrop: float = 0.5, wdrop_mode: str = "frozen") -> None:
+                 dropoute: float = 0.1, wdrop: float = 0.5, wdrop_mode: str = "frozen",
+                 embed_padding: str = "last") -> None:
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers={layers} must be at least 1")
+        if embed_padding not in EMBED_PADDINGS:
+            raise ValueError(f"embed_padding={embed_padding!r} is invalid: one of {', '.join(EMBED_PADDINGS)}")
+        self.padding_idx = vocab_size - 1 if embed_padding == "last" else None
         self.vocab_size, self.layers, self.emsize, self.nhid = vocab_size, layers, emsize, nhid
         self.dropout, self.dropouth, self.dropouti, self.dropoute = dropout, dropouth, dropouti, dropoute
         # Construction order and every random draw below follow the published model, so
@@ -69,7 +79,7 @@ class AWDLSTM(nn.Module):
         With ``return_h`` also the per-layer outputs before and after their dropout,
         which AR (last dropped output) and TAR (last raw output) regularise.
         """
-        emb = embedded_dropout(self.encoder, tokens, self.dropoute if self.training else 0.0)
+        emb = embedded_dropout(self.encoder, tokens, self.dropoute if self.training else 0.0, self.padding_idx)
         x = locked_dropout(emb, self.dropouti, self.training)  # (T, B, E)
         new_hidden, raw_outputs, dropped_outputs = [], [], []
         for l, rnn in enumerate(self.rnns):

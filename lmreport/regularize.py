@@ -17,19 +17,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 WDROP_MODES = ("frozen", "trained")
+# last: the published lookup's padding_idx=-1, i.e. the last vocabulary id gets no gradient
+# from its input occurrences; none: every row trains through the lookup
+EMBED_PADDINGS = ("last", "none")
 
 
-def embedded_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:
+def embedded_dropout(embed: nn.Embedding, words: torch.Tensor, p: float,
+                     padding_idx: int | None = None) -> torch.Tensor:
     """Drop whole words: zero rows of the embedding matrix, scale the rest by 1/(1-p).
 
     One mask per call over the vocabulary, so every occurrence of a dropped word in the
-    batch is dropped together.
+    batch is dropped together. ``padding_idx`` is passed to the lookup: that row's
+    output is unchanged, but it gets no gradient from the lookup (see ``AWDLSTM``).
     """
     weight = embed.weight
     if p:
         mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)  # (V, 1)
         weight = mask.expand_as(weight) * weight
-    return F.embedding(words, weight)  # (T, B, E)
+    return F.embedding(words, weight, padding_idx)  # (T, B, E)
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

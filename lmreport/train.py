@@ -216,7 +216,7 @@ def build_optimizer(config: RunConfig, params) -> tuple[torch.optim.Optimizer, L
 def build_model(config: RunConfig, vocab_size: int) -> AWDLSTM:
     return AWDLSTM(vocab_size, config.layers, config.emsize, config.nhid, config.dropout,
                    config.dropouth, config.dropouti, config.dropoute, config.wdrop,
-                   config.wdrop_mode)
+                   config.wdrop_mode, config.embed_padding)
 
 
 def _splits(corpus: Corpus, config: RunConfig) -> dict[str, tuple[torch.Tensor, int, str, str]]:

@@ -26,6 +26,8 @@ def test_overrides_win_and_json_round_trips(tmp_path):
     assert back == c and back.lr == 5e-3 and back.betas == (0.8, 0.99)
     assert c.name == "2layer-adam-lm-x-cconstant1.5-seed141"
     assert make_config("smoke", eval_mode="published").name == "3layer-adabelief-eval-published-seed141"
+    assert make_config("smoke", embed_padding="none").name == "3layer-adabelief-pad-none-seed141"
+    assert make_config("paper").embed_padding == "last"  # the published lookup
 
 
 def test_unknown_fields_and_profiles_are_refused():

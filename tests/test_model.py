@@ -123,6 +123,39 @@ def test_dropout_helpers():
     assert torch.equal(out[0, 0], out[0, 1]) and torch.equal(out[0, 0], out[1, 1])  # per word
 
 
+def _published_lookup(embed, words, p):
+    """The published embedded_dropout: mask the rows, then look up with padding_idx=-1."""
+    mask = embed.weight.new_empty(embed.weight.size(0), 1).bernoulli_(1 - p).expand_as(embed.weight) / (1 - p)
+    return F.embedding(words, mask * embed.weight, -1)
+
+
+def _input_grads(padding):
+    """Row gradients of the embedding when only the input lookup is differentiated."""
+    torch.manual_seed(3)
+    model = AWDLSTM(50, 1, emsize=6, nhid=6, embed_padding=padding).train()
+    words = torch.tensor([[49, 3], [7, 49], [49, 49]])  # the last id, as an input
+    torch.manual_seed(1)  # a mask that keeps words 3, 7 and 49 (and drops others)
+    emb = embedded_dropout(model.encoder, words, 0.1, model.padding_idx)
+    (emb * torch.arange(1.0, 7.0)).sum().backward()
+    return model.encoder.weight.grad, emb
+
+
+def test_embedding_lookup_replays_the_published_padding_quirk():
+    grad, ours = _input_grads("last")
+    torch.manual_seed(3)
+    model = AWDLSTM(50, 1, emsize=6, nhid=6)
+    torch.manual_seed(1)  # a mask that keeps words 3, 7 and 49 (and drops others)
+    theirs = _published_lookup(model.encoder, torch.tensor([[49, 3], [7, 49], [49, 49]]), 0.1)
+    (theirs * torch.arange(1.0, 7.0)).sum().backward()
+    assert torch.equal(ours, theirs) and torch.equal(grad, model.encoder.weight.grad)
+    assert not grad[49].any() and grad[3].any() and grad[7].any()  # the last word alone is cut
+    grad_none, out_none = _input_grads("none")
+    assert torch.equal(out_none, ours)  # the forward pass is the same
+    assert grad_none[49].abs().sum() > 0 and torch.equal(grad_none[:49], grad[:49])
+    with pytest.raises(ValueError, match=r"embed_padding='first' is invalid: one of last, none"):
+        AWDLSTM(50, 1, embed_padding="first")
+
+
 def test_ar_and_tar_values():
     h = torch.tensor([[[1.0, 2.0]], [[3.0, 5.0]]])  # (T=2, B=1, H=2)
     assert activation_reg(h, 2.0).item() == pytest.approx(2.0 * (1 + 4 + 9 + 25) / 4)

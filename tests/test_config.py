@@ -1,6 +1,8 @@
 """RunConfig: published defaults per depth, JSON round trip, validation."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lmreport.config import RunConfig, make_config
@@ -28,6 +30,28 @@ def test_overrides_win_and_json_round_trips(tmp_path):
     assert make_config("smoke", eval_mode="published").name == "3layer-adabelief-eval-published-seed141"
     assert make_config("smoke", embed_padding="none").name == "3layer-adabelief-pad-none-seed141"
     assert make_config("paper").embed_padding == "last"  # the published lookup
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(layers=True), "layers=True is invalid: a value of type int"),
+    (dict(dropout="0.4"), "dropout='0.4' is invalid: a value of type float"),
+    (dict(when=[2.5]), "when=[2.5] is invalid: a value of type list[int]"),
+    (dict(trace=1), "trace=1 is invalid: a value of type bool"),
+    (dict(c_mode="zero"), "c_mode='zero' is invalid: c_mode applies to the -lm optimizers only, not adabelief"),
+    (dict(eps_lm=2.0), "eps_lm=2.0 is invalid: eps_lm applies to the -lm optimizers only"),
+    (dict(c_reset="never"), "c_reset='never' is invalid: c_reset applies to the -lm optimizers only"),
+    (dict(optimizer="sgd", eps=1e-8), "eps=1e-08 is invalid: eps applies to the adaptive optimizers only, not sgd"),
+    (dict(optimizer="sgd-lm", f="x", betas=(0.8, 0.9)), "betas=(0.8, 0.9) is invalid: betas applies to the adaptive"),
+    (dict(embed_padding="first"), "embed_padding='first' is invalid: one of last, none"),
+])
+def test_wrong_types_and_settings_that_would_do_nothing_are_refused(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_config("smoke", **overrides)
+
+
+def test_json_lists_become_tuples():
+    assert RunConfig(betas=[0.8, 0.99]).validate().betas == (0.8, 0.99)
+    assert make_config("smoke", optimizer="sgd").eps == 0.0  # its own default passes
 
 
 def test_unknown_fields_and_profiles_are_refused():

@@ -246,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
+        from .train import RunBusy
+        if isinstance(err, RunBusy):
+            print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
+            return 1
         if args.command != "bench":
             raise
         print(f"lmreport bench: error: {err}", file=sys.stderr)  # a benchmark process failed

@@ -75,6 +75,9 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} is invalid: CUDA is not available here (use auto or cpu)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device={name!r} is invalid: this machine has cuda:0 to "
+                         f"cuda:{torch.cuda.device_count() - 1}")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device='mps' is invalid: MPS is not available here (use auto or cpu)")
     return torch.device(name)
@@ -490,12 +493,20 @@ DONE = ("finished", "diverged")
 _NO_LOCKS = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS") if hasattr(errno, name)}
 
 
+LOCK_WAIT_S = 60.0  # how long a second process waits for a run directory's lock
+
+
+class RunBusy(RuntimeError):
+    """The run directory is locked by another process (training it, or a grid running it)."""
+
+
 @contextmanager
-def run_lock(run_dir: Path, wait: float = 60.0, name: str = ".lock", holder: str = "trained by another process"):
+def run_lock(run_dir: Path, wait: float | None = None, name: str = ".lock", holder: str = "trained by another process"):
     """Hold an exclusive lock on a run directory while training it.
 
-    A second process that wants the same run waits up to ``wait`` seconds (the kernel of
-    a killed notebook run needs a moment to notice and exit), then gives up with an error.
+    A second process that wants the same run waits up to ``wait`` seconds (default
+    ``LOCK_WAIT_S``: the kernel of a killed notebook run needs a moment to notice and
+    exit), then gives up with ``RunBusy``.
     The lock dies with its process, however that process ends. The grid holds a second
     lock (another ``name``) around the notebook run that trains under the first.
     """
@@ -503,14 +514,14 @@ def run_lock(run_dir: Path, wait: float = 60.0, name: str = ".lock", holder: str
         yield
         return
     with open(run_dir / name, "a") as handle:
-        deadline, locked = time.monotonic() + wait, True
+        deadline, locked = time.monotonic() + (LOCK_WAIT_S if wait is None else wait), True
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"run dir {run_dir} is being {holder}") from None
+                    raise RunBusy(f"run dir {run_dir} is being {holder}") from None
                 time.sleep(0.5)
             except OSError as err:
                 if err.errno not in _NO_LOCKS:
@@ -543,7 +554,10 @@ def train(config: RunConfig, resume: bool = True) -> Path:
         raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
     corpus = load_corpus(config.data_dir, progress=config.progress)
     check_data(corpus, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: it cannot be created ({err.strerror})") from None
     with run_lock(run_dir):
         if read_status(run_dir)["status"] in DONE:  # finished by the process we waited for
             return run_dir

@@ -121,6 +121,31 @@ def test_train_and_resume_from_the_command_line(tmp_path, tiny_corpus, capsys):
     assert main(["train", "--resume", str(run_dir), *common]) == 0
 
 
+def test_a_busy_an_uncreatable_or_a_hand_edited_run_dir_gives_one_line(tmp_path, tiny_corpus, capsys, monkeypatch):
+    import lmreport.train as train_mod
+
+    common = ["--profile", "smoke", "--data-dir", str(tiny_corpus), "--no-progress", "--max-train-tokens", "800",
+              "--batch-size", "4", "--bptt", "10", "--epochs", "1", "--when"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setattr(train_mod, "LOCK_WAIT_S", 0.2)
+    with train_mod.run_lock(run_dir):
+        assert main(["train", *common, "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"run dir {run_dir} is being trained by another process" in err
+    (tmp_path / "file").write_text("")
+    assert main(["train", *common, "--run-dir", str(tmp_path / "file" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be created (Not a directory)" in err
+    assert main(["train", *common, "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "dropout": "0.4"}))
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dropout='0.4' is invalid: a value of type float" in err
+
+
 def test_profiles_are_printed(capsys):
     assert main(["profiles"]) == 0
     out = capsys.readouterr().out

@@ -1,9 +1,7 @@
 """Grid runner and report build: planning, skipping, kill-and-restart, tables, HTML."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -227,7 +225,7 @@ def test_a_run_held_by_another_grid_is_left_alone(tmp_path, tiny_corpus, monkeyp
     with run_lock(run, wait=0, name=".grid.lock"):  # what the other grid process holds
         summary = run_grid("smoke", layers=[1], variants=["adabelief"], seeds=[141], root=tmp_path,
                            data_dir=str(tiny_corpus), progress=False)
-    assert summary["failed"] == [("L1-adabelief-s141", f"RuntimeError: run dir {run} is being run by another grid")]
+    assert summary["failed"] == [("L1-adabelief-s141", f"RunBusy: run dir {run} is being run by another grid")]
     assert (run / "papermill.log").read_text() == "the other grid's log\n"
 
 

@@ -42,11 +42,12 @@ from torch.optim import Optimizer
 from .config import make_config
 from .data import get_batch, repo_root
 from .benchtables import EVAL_LABELS, SHARE_LABELS
+from .files import write_text
 from .grid import GRID_RUNS_PER_DEPTH, _die_with_parent, _tail
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
-from .train import (_atomic_write, build_model, build_optimizer, configure_numerics, device_name, evaluate,
+from .train import (build_model, build_optimizer, configure_numerics, device_name, evaluate,
                     read_status, select_device, train_step, tune_cpu_allocator)
 
 VOCAB = 10_000
@@ -535,7 +536,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     def save(complete: bool) -> None:
         # after every depth, so a bench stopped by a time limit keeps the depths it finished
         record["complete"] = complete
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+        write_text(path, json.dumps(record, indent=2) + "\n")
 
     record = {
         "date": now.isoformat(timespec="seconds"), "device": str(dev),

@@ -15,6 +15,7 @@ import re
 import statistics
 from pathlib import Path
 
+from .files import write_text
 from .grid import GRID_RUNS_PER_DEPTH
 
 SPREAD = 0.05
@@ -260,5 +261,5 @@ def update_readme(readme: Path, check: bool = False) -> bool:
 
     new = re.sub(re.escape(START) + r"\n(.*?)\n" + re.escape(END), render, text, flags=re.S)
     if new != text and not check:
-        readme.write_text(new)
+        write_text(readme, new)
     return new != text

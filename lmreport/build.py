@@ -16,6 +16,7 @@ import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter, PDFExporter
 
+from .files import write_bytes, write_text
 from .grid import notebooks_dir, results_root, run_grid
 from .report import figures_dir
 
@@ -102,14 +103,14 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
     html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                            exclude_output_prompt=True).from_notebook_node(book)
     result["html"] = root / profile / "report.html"
-    result["html"].write_text(html, encoding="utf-8")
+    write_text(result["html"], html)
     if pdf and shutil.which("xelatex"):
         exporter = PDFExporter(extra_template_paths=[str(LATEX_TEMPLATE)], template_file="lmreport.tex.j2",
                                exclude_input=True,
                                exclude_input_prompt=True, exclude_output_prompt=True)
         body, _ = exporter.from_notebook_node(book, resources={"metadata": {"path": str(root / profile)}})
         result["pdf"] = root / profile / "report.pdf"
-        result["pdf"].write_bytes(body)
+        write_bytes(result["pdf"], body)
     elif pdf:
         result["pdf_hint"] = PDF_HINT
     return result

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from .files import atomic_write
 
 SPLITS = ("train", "valid", "test")
 PTB_MD5 = {
@@ -81,9 +82,9 @@ def download_ptb_file(split: str, data_dir: Path, progress: bool = True) -> Path
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(f"cannot create data folder {data_dir} ({err.strerror}); {by_hand}") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=data_dir)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+
+    def fetch(tmp: str) -> None:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}",
                       disable=not progress) as bar:
@@ -93,13 +94,13 @@ def download_ptb_file(split: str, data_dir: Path, progress: bool = True) -> Path
         got = md5sum(Path(tmp))
         if got != want:
             raise DataError(f"downloaded {name} from {url} has md5 {got}, expected {want}; {by_hand}")
-        os.replace(tmp, data_dir / name)
+
+    try:
+        atomic_write(data_dir / name, fetch)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
         raise DataError(f"cannot download {name} from {url} ({reason}); {by_hand}") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         for folder in created:  # leave nothing behind when the first download fails
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()

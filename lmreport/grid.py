@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import PROFILES, make_config
+from .files import write_text
 from .report import project_dir
 from .train import DONE, read_status, run_lock
 
@@ -309,17 +310,20 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
 
 def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
     """One line per grid invocation that trained something: when, how long, how many runs
-    it completed (finished, diverged or failed), and whether it ended or was interrupted."""
+    it completed (finished, diverged or failed), and whether it ended or was interrupted.
+    The file is rewritten whole (atomically), so a crash cannot leave half a line."""
     import csv
+    import io
     import platform
 
-    new = not path.is_file()
+    old = path.read_text() if path.is_file() else ""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if not old:
+        writer.writerow(["started", "wall_minutes", "ran", "skipped", "failed", "jobs",
+                         "threads_per_job", "host", "variants", "outcome"])
+    writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"], summary["skipped"],
+                     len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
+                     platform.node(), " ".join(variants), summary["outcome"]])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
-        writer = csv.writer(fh)
-        if new:
-            writer.writerow(["started", "wall_minutes", "ran", "skipped", "failed", "jobs",
-                             "threads_per_job", "host", "variants", "outcome"])
-        writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"], summary["skipped"],
-                         len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
-                         platform.node(), " ".join(variants), summary["outcome"]])
+    write_text(path, old + out.getvalue())

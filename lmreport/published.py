@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .data import DataError, repo_root
+from .files import write_bytes
 
 REPO_RAW = ("https://raw.githubusercontent.com/andrewswj/"
             "Improved-Adaptive-Optimization-Language-Modeling/23f93af/data/")
@@ -69,10 +70,7 @@ def _download(folder: Path, layers: int, name: str) -> Path:
                         f"{url} ({getattr(err, 'reason', err)}); set LMREPORT_PUBLISHED_LOGS to a copy "
                         f"of the study's data/ folder") from None
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
-    tmp.write_bytes(body)
-    tmp.replace(target)
-    return target
+    return write_bytes(target, body)
 
 
 def load_published_logs(folder: str | Path | None = None, download: bool = True) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .data import repo_root
+from .files import atomic_write, write_text
 
 
 def project_dir() -> Path:
@@ -21,8 +22,9 @@ def save_figure(fig, name: str, folder: str | Path | None = None) -> list[Path]:
     folder = Path(folder) if folder else figures_dir()
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
+    atomic_write(paths[0], lambda tmp: fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight"))
+    atomic_write(paths[1], lambda tmp: fig.savefig(tmp, format="pdf", bbox_inches="tight",
+                                                   metadata={"CreationDate": None}))
     return paths
 
 
@@ -332,8 +334,8 @@ def save_table(table, name: str, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
-    table.to_csv(csv_path, index=False)
-    md_path.write_text(table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
+    write_text(md_path, table.to_markdown(index=False, floatfmt=".2f") + "\n")
     return [csv_path, md_path]
 
 
@@ -521,5 +523,5 @@ def update_readme(profile: str, readme: str | Path | None = None, root: str | Pa
         raise ValueError(f"{readme} has no {start} ... {end} block")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}")
+    write_text(readme, f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}")
     return readme

@@ -28,7 +28,7 @@ import json
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -299,7 +299,8 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     """
     from .config import RunConfig
     from .data import load_corpus
-    from .train import _atomic_write, build_model, configure_numerics
+    from .files import write_text
+    from .train import build_model, configure_numerics
 
     run_dir, config = Path(run_dir), config or SharpnessConfig()
     cached = cached_result(run_dir, checkpoint, config)
@@ -319,7 +320,7 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     model.load_state_dict(state["model"])
     result = measure(model, corpus.train[: run.max_train_tokens], config)
     result.update(checkpoint=checkpoint, epoch=int(state["epoch"]))
-    _atomic_write(run_dir / "sharpness.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
+    write_text(run_dir / "sharpness.json", json.dumps(result, indent=1) + "\n")
     return result
 
 

@@ -24,7 +24,6 @@ import platform
 import random
 import re
 import sys
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ except ImportError:  # Windows
 
 from .config import DEVICES, EVAL_MODES, RunConfig
 from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
+from .files import atomic_write, write_text
 from .model import AWDLSTM, repackage_hidden
 from .optim import AdaBelief, LandscapeModification
 from .regularize import activation_reg, temporal_activation_reg
@@ -392,47 +392,6 @@ def evaluate(model: AWDLSTM, data: torch.Tensor, bptt: int, mode: str = "chunked
 
 
 # ---------------------------------------------------------------- run directory
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``.
-
-    The data is flushed to disk before the rename and the rename before returning, so a
-    machine that dies at any moment leaves either the old file or the new one, never an
-    empty or partial one (a plain rename only orders the two in the page cache).
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
-        fd = os.open(tmp, os.O_RDWR)  # write access: Windows refuses fsync on a read-only handle
-        try:
-            os.fsync(fd)  # a failure here (EIO, ENOSPC) stops the write: the old file stays
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_folder(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable where the system allows (Windows cannot open folders, some
-    file systems refuse fsync on them; the file's own data is already on disk)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def default_run_dir(config: RunConfig) -> Path:
     root = repo_root() or Path.cwd()
     return root / "results" / config.profile / "runs" / config.name
@@ -448,11 +407,11 @@ def read_status(run_dir: str | Path) -> dict:
 def _write_status(run_dir: Path, status: str, **extra) -> None:
     record = {"status": status, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               **extra}
-    _atomic_write(run_dir / "status.json", lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2) + "\n"))
+    write_text(run_dir / "status.json", json.dumps(record, indent=2) + "\n")
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
-    _atomic_write(run_dir / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
+    atomic_write(run_dir / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
 
 
 def _append_trace(run_dir: Path, epoch: int, rows: list[dict]) -> None:
@@ -468,7 +427,7 @@ def _append_trace(run_dir: Path, epoch: int, rows: list[dict]) -> None:
         parts.append(new)
     if parts:
         table = pd.concat(parts, ignore_index=True)
-        _atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
@@ -596,7 +555,7 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
             lm.load_state_dict(ckpt["lm"], device)
         set_rng_state(ckpt["rng"])
         history, best = ckpt["history"], ckpt["best"]
-    _atomic_write(run_dir / "config.json", config.to_json)
+    atomic_write(run_dir / "config.json", config.to_json)
     _write_metrics(run_dir, history)  # the checkpoint is the source of truth for history
     if config.trace:
         _append_trace(run_dir, len(history), [])  # drop rows of an epoch that did not finish
@@ -629,14 +588,14 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
                 for key in ("valid_ppl", "test_ppl"):
                     if row[key] < best[key]:
                         best[key] = row[key]
-                        _atomic_write(run_dir / f"best_{key.removesuffix('_ppl')}.pt",
+                        atomic_write(run_dir / f"best_{key.removesuffix('_ppl')}.pt",
                                       lambda tmp: torch.save({"epoch": epoch, "model": model.state_dict()}, tmp))
             state = {"config": config.to_dict(), "epoch": epoch, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "lm": lm.state_dict() if lm else None,
                      "rng": rng_state(device), "history": history, "best": best}
             if trace:
                 _append_trace(run_dir, epoch, trace)
-            _atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+            atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
             _write_metrics(run_dir, history)
             _write_status(run_dir, "running", epoch=epoch, **meta)
             if config.progress:

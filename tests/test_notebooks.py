@@ -7,7 +7,6 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
-import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -175,6 +175,8 @@ def test_a_failed_flush_keeps_the_old_file(tmp_path, monkeypatch):
     import errno
     import os
 
+    from lmreport.files import atomic_write
+
     target = tmp_path / "metrics.csv"
     target.write_text("old\n")
 
@@ -183,7 +185,7 @@ def test_a_failed_flush_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", disk_error)
     with pytest.raises(OSError, match="I/O error"):
-        train_mod._atomic_write(target, lambda tmp: open(tmp, "w").write("new\n"))
+        atomic_write(target, lambda tmp: open(tmp, "w").write("new\n"))
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
 
 

@@ -1,0 +1,65 @@
+"""Writing files so that a crash, a kill or a full disk leaves the old file or the new one.
+
+Every result the project writes (run folders, tables, figures, the report, README blocks,
+bench records) goes through ``atomic_write``: the content is written to a temporary name
+in the same folder, flushed to disk, then renamed over the target.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``.
+
+    The data is flushed to disk before the rename and the rename before returning, so a
+    machine that dies at any moment leaves either the old file or the new one, never an
+    empty or partial one (a plain rename only orders the two in the page cache).
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+        fd = os.open(tmp, os.O_RDWR)  # write access: Windows refuses fsync on a read-only handle
+        try:
+            os.fsync(fd)  # a failure here (EIO, ENOSPC) stops the write: the old file stays
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable where the system allows (Windows cannot open folders, some
+    file systems refuse fsync on them; the file's own data is already on disk)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``Path.write_text`` (UTF-8), atomically."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return path

@@ -500,6 +500,12 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
         parts += ["", f"**Table 4.{k} at `{profile}` scale, {layers}-layer LSTM** (mean ± std over seeds; "
                   f"published: {PUBLISHED_SOURCE}, paper scale)", "",
                   format_study_table(study_table(runs, layers)).to_markdown(index=False)]
+    same = (done["best_valid_epoch"] == done["min_test_epoch"]).sum()
+    last = ((done["best_valid_epoch"] == done["epochs"]) & (done["min_test_epoch"] == done["epochs"])).sum()
+    parts += ["", f"The best-valid epoch is also the epoch of minimum test perplexity in {same} of the "
+              f"{len(done)} runs (the last epoch in {last}); in those runs \"test @ best valid\" equals the "
+              "published selection, the minimum over epochs" + (", so at this scale the test-set selection "
+              "that notebook 06 sizes moves no number." if same == len(done) else ".")]
     factors = decay_factors(runs, profile)
     if len(factors):
         d = factors["factor D = 1/scale"]

@@ -42,7 +42,7 @@ from torch.optim import Optimizer
 from .config import make_config
 from .data import get_batch, repo_root
 from .benchtables import EVAL_LABELS, SHARE_LABELS
-from .files import write_text
+from .files import make_folder, write_text
 from .grid import GRID_RUNS_PER_DEPTH, _die_with_parent, _tail
 from .model import repackage_hidden
 from .optim import resolve_f
@@ -518,6 +518,14 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
+    if tf32 == "effect" and dev.type != "cuda":
+        raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
+    now = datetime.now(timezone.utc)
+    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
+        f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json"
+    if path.is_dir():  # found now, not after the measurements it would lose
+        raise ValueError(f"out={str(path)!r} is invalid: a folder; give a file name, e.g. {path / 'bench.json'}")
+    make_folder(path.parent, "out")
     if dev.type == "cuda":
         configure_numerics(tf32 is True, deterministic)
     # --compare times the reference-structured code first, with the C allocator as the
@@ -528,10 +536,6 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         for n in layers:
             untuned[n] = _Bench(n, profile, eval_tokens, dev, tf32 is True).reference(steps, warmup)
     tuned = tune_cpu_allocator() if dev.type == "cpu" else False  # as training does
-    now = datetime.now(timezone.utc)
-    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
-        f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     def save(complete: bool) -> None:
         # after every depth, so a bench stopped by a time limit keeps the depths it finished
@@ -568,8 +572,6 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
                       flush=True)
                 save(complete=False)
     elif tf32 == "effect":
-        if dev.type != "cuda":
-            raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
         record["tf32_effect"] = []
         print(f"{'layers':>6} {'PPL fp32':>10} {'PPL tf32':>10} {'relative':>9}")
         for n in layers:

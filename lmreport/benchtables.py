@@ -182,7 +182,7 @@ def concurrency_table(records: dict[str, dict]) -> str:
 def _read(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ValueError(f"{path}: no such file (give JSON records that bench wrote)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a JSON bench record ({err})") from None

@@ -16,7 +16,7 @@ import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter, PDFExporter
 
-from .files import write_bytes, write_text
+from .files import make_folder, write_bytes, write_text
 from .grid import notebooks_dir, results_root, run_grid
 from .report import figures_dir
 
@@ -81,7 +81,8 @@ def combine(paths: list[Path], title: str) -> nbformat.NotebookNode:
 
 def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf: bool = True,
                  root: str | Path | None = None, data_dir: str | None = None, progress: bool = True,
-                 figures_root: str | Path | None = None, notebook_params: dict | None = None) -> dict:
+                 figures_root: str | Path | None = None, notebook_params: dict | None = None,
+                 threads: int | None = None) -> dict:
     """Build the report of a profile; returns what was written (and any grid failures).
 
     ``root`` holds ``<profile>/runs`` (default: the checkout's results/); figures go to
@@ -89,14 +90,29 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
     ``notebook_params`` adds papermill parameters per notebook file name (e.g. fewer toy
     runs for a quick build).
     """
+    from .config import PROFILES
+    from .data import load_corpus
+    from .report import collect_runs
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is invalid: one of {', '.join(PROFILES)}")
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs={jobs} is invalid: an integer >= 1")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads} is invalid: an integer >= 1")
     root = Path(root) if root else results_root()
     figures = Path(figures_root) if figures_root else figures_dir()
+    load_corpus(data_dir, progress=progress)  # notebooks 02, 05 and 07 read PTB: fail before the first
     result = {"failed": []}
     if train:
-        from .config import PROFILES
+        make_folder(root / profile / "runs", "results_dir")
         summary = run_grid(profile, jobs=PROFILES[profile].grid_jobs if jobs is None else jobs, data_dir=data_dir,
-                           root=root, progress=progress)
+                           root=root, progress=progress, threads=threads)
         result["failed"] = summary["failed"]
+    runs, _ = collect_runs(profile, root)
+    if not (runs["status"] == "finished").any():
+        raise ValueError(f"profile={profile!r} has no finished runs in {root / profile / 'runs'}: train them "
+                         f"first (python -m lmreport grid --profile {profile}) or add --train")
     paths = execute_notebooks(profile, root, root / profile / "notebooks", figures, data_dir,
                               notebook_params)
     book = combine(paths, f"lmreport: AdaBelief-LM on Penn Treebank ({profile} profile)")

@@ -37,7 +37,10 @@ def _float_pair(text: str) -> tuple[float, float]:
     parts = text.split(",")
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"{text!r} is not two comma-separated numbers, e.g. 0.9,0.999")
-    return float(parts[0]), float(parts[1])
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two comma-separated numbers, e.g. 0.9,0.999") from None
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +67,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=typ, **extra, **kwargs)
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue the run in RUN_DIR with its own config.json "
-                             f"(only {', '.join(RUNTIME_FIELDS)} may be changed)")
+                             f"(only {', '.join(f for f in RUNTIME_FIELDS if f != 'run_dir')} may be changed)")
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -78,7 +81,12 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         if science:
             raise ValueError(f"--resume takes the run's own settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in science)}")
-        config = RunConfig.from_json(path)
+        if "run_dir" in given:
+            raise ValueError("--resume continues the run in its own folder; drop --run-dir")
+        try:
+            config = RunConfig.from_json(path)
+        except ValueError as err:
+            raise ValueError(f"{path} is not a run's config.json: {err}") from None
         data = config.to_dict()
         data.update(given, run_dir=str(Path(args.resume)))
         return RunConfig.from_dict(data).resolved()
@@ -134,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--profile", required=True, choices=list(PROFILES))
     p_report.add_argument("--train", action="store_true", help="first run the missing grid runs")
     p_report.add_argument("--jobs", type=int, default=None, help="runs at once with --train")
+    p_report.add_argument("--threads", type=int, default=None,
+                          help="torch threads per run with --train (default: the cores divided by --jobs)")
     p_report.add_argument("--data-dir", default=None)
     p_report.add_argument("--results-dir", default=None, help=RESULTS_HELP)
     p_report.add_argument("--no-pdf", dest="pdf", action="store_false")
@@ -152,6 +162,8 @@ def _add_grid_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", nargs="+", default=None, help="default: the study's five")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 141 6 42")
     parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: the profile's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: the cores divided by --jobs)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--results-dir", default=None, help=RESULTS_HELP)
     parser.add_argument("--device", default=None)
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                                jobs=PROFILES[args.profile].grid_jobs if args.jobs is None else args.jobs,
                                shard=args.shard,
                                data_dir=args.data_dir, device=args.device, root=args.results_dir,
-                               progress=args.progress)
+                               progress=args.progress, threads=args.threads)
             print(f"grid {summary['profile']}: {_count(summary['total'], 'run')}, {summary['skipped']} already "
                   f"done, {summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
                   f"({summary['jobs']} at once, {_count(summary['threads_per_job'], 'thread')} each), "
@@ -216,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from .build import build_report
             result = build_report(args.profile, train=args.train, jobs=args.jobs, pdf=args.pdf,
-                                  root=args.results_dir, data_dir=args.data_dir, progress=args.progress)
+                                  root=args.results_dir, data_dir=args.data_dir, progress=args.progress,
+                                  threads=args.threads)
             for key in ("html", "pdf"):
                 if key in result:
                     print(f"wrote {result[key]}")

@@ -63,3 +63,15 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
+
+
+def make_folder(path: str | Path, setting: str) -> Path:
+    """Create ``path`` (and its parents) for a setting the user gave; a path that cannot
+    be a folder (under a file, on a read-only or virtual file system) is a one-line
+    ``ValueError`` naming the setting."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{setting}={str(path)!r} is invalid: it cannot be created ({err.strerror})") from None
+    return path

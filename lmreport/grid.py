@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import PROFILES, make_config
-from .files import write_text
+from .files import make_folder, write_text
 from .report import project_dir
 from .train import DONE, read_status, run_lock
 
@@ -259,16 +259,23 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1,
              shard: str | None = None, data_dir: str | None = None, device: str | None = None,
-             root: str | Path | None = None, progress: bool = True) -> dict:
-    """Run every unfinished job of the grid; returns counts and the failures."""
+             root: str | Path | None = None, progress: bool = True, threads: int | None = None) -> dict:
+    """Run every unfinished job of the grid; returns counts and the failures.
+
+    Each of the ``jobs`` notebook runs gets ``threads`` torch threads (default: the
+    cores divided by ``jobs``, so the runs never oversubscribe the machine)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} is invalid: an integer >= 1")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads={threads} is invalid: an integer >= 1")
     root = Path(root) if root else results_root()
     todo_all = plan(profile, layers, variants, seeds, shard, root)
     done = [j for j in todo_all if read_status(j.run_dir(root))["status"] in DONE]
     todo = [j for j in todo_all if j not in done]
     check_before_running(todo, root, data_dir, device, progress)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if todo:
+        make_folder(root / profile / "runs", "results_dir")
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failures: list[tuple[Job, str]] = []
     start = time.monotonic()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")

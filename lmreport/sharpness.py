@@ -347,7 +347,7 @@ def measure_runs(runs, checkpoint: str = "best_test", config: SharpnessConfig | 
     config = config or SharpnessConfig()
     ok = [cached_result(d, checkpoint, config) is not None or (Path(d) / f"{checkpoint}.pt").is_file()
           for d in runs.run_dir]
-    keep = runs[ok].reset_index(drop=True)
+    keep = runs.loc[ok].reset_index(drop=True)  # .loc: an empty list selects no rows, not no columns
     results = [measure_run(d, checkpoint, config, corpus, device) for d in keep.run_dir]
     measured = pd.concat([keep, pd.DataFrame(results).drop(columns=["config"], errors="ignore")], axis=1)
     return measured, [str(d) for d, good in zip(runs.run_dir, ok) if not good]

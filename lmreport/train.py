@@ -43,7 +43,7 @@ except ImportError:  # Windows
 
 from .config import DEVICES, EVAL_MODES, RunConfig
 from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
-from .files import atomic_write, write_text
+from .files import atomic_write, make_folder, write_text
 from .model import AWDLSTM, repackage_hidden
 from .optim import AdaBelief, LandscapeModification
 from .regularize import activation_reg, temporal_activation_reg
@@ -513,10 +513,7 @@ def train(config: RunConfig, resume: bool = True) -> Path:
         raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
     corpus = load_corpus(config.data_dir, progress=config.progress)
     check_data(corpus, config)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: it cannot be created ({err.strerror})") from None
+    make_folder(run_dir, "run_dir")
     with run_lock(run_dir):
         if read_status(run_dir)["status"] in DONE:  # finished by the process we waited for
             return run_dir

@@ -146,6 +146,47 @@ def test_a_busy_an_uncreatable_or_a_hand_edited_run_dir_gives_one_line(tmp_path,
     assert err.count("\n") == 1 and "dropout='0.4' is invalid: a value of type float" in err
 
 
+def test_report_and_grid_refuse_what_would_fail_before_writing(tmp_path, tiny_corpus, capsys):
+    (tmp_path / "file").write_text("")
+    cases = [
+        (["report", "--profile", "smoke", "--no-pdf", "--data-dir", str(tiny_corpus), "--results-dir",
+          str(tmp_path / "empty")], "profile='smoke' has no finished runs in"),
+        (["report", "--profile", "smoke", "--no-pdf", "--data-dir", str(tmp_path / "nodata"), "--results-dir",
+          str(tmp_path / "empty")], "ptb.train.txt"),
+        (["report", "--profile", "smoke", "--jobs", "0", "--results-dir", str(tmp_path / "empty")], "jobs=0 is invalid"),
+        (["grid", "--profile", "smoke", "--layers", "1", "--variants", "adabelief", "--seeds", "141", "--data-dir",
+          str(tiny_corpus), "--results-dir", str(tmp_path / "file")], "cannot be created (Not a directory)"),
+        (["grid", "--profile", "smoke", "--threads", "0", "--results-dir", str(tmp_path / "empty")],
+         "threads=0 is invalid"),
+    ]
+    for args, needle in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and needle in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_bad_bench_paths_and_resume_folders_give_one_line(tmp_path, tiny_corpus, capsys):
+    (tmp_path / "out").mkdir()
+    assert main(["bench", "--profile", "smoke", "--layers", "1", "--steps", "1", "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "is invalid: a folder; give a file name" in captured.err and captured.out == ""
+    assert main(["bench", "--summarize", str(tmp_path / "out")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("[1, 2]")
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run / 'config.json'} is not a run's config.json: a config is a JSON object" in err
+    assert main(["train", "--resume", str(run), "--run-dir", str(tmp_path / "x")]) == 2
+    assert "drop --run-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own exit
+        main(["train", "--betas", "a,b"])
+    assert exit_info.value.code == 2
+    assert "'a,b' is not two comma-separated numbers, e.g. 0.9,0.999" in capsys.readouterr().err
+
+
 def test_profiles_are_printed(capsys):
     assert main(["profiles"]) == 0
     out = capsys.readouterr().out

@@ -335,7 +335,7 @@ def save_table(table, name: str, folder: str | Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
-    write_text(md_path, table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    write_text(md_path, markdown_table(table) + "\n")
     return [csv_path, md_path]
 
 
@@ -375,11 +375,19 @@ def load_models(runs, vocab_size: int, checkpoint: str = "best_test"):
     return models, missing
 
 
+def markdown_table(table, floatfmt: str = ".2f") -> str:
+    """A DataFrame as a Markdown table: integers stay integers, floats get ``floatfmt``,
+    missing values show as –. (Handed a frame of numbers only, tabulate reads it as one
+    float array and prints a count of 27 as 27.00; cells as Python objects keep types.)"""
+    cells = table.astype(object).where(table.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=floatfmt, missingval="–")
+
+
 def show_table(table, floatfmt: str = ".2f") -> None:
     """Display a table as Markdown, which renders in JupyterLab, the HTML and the PDF."""
     from IPython.display import Markdown, display
 
-    display(Markdown(table.to_markdown(index=False, floatfmt=floatfmt, missingval="–")))
+    display(Markdown(markdown_table(table, floatfmt)))
 
 
 def show_lines(lines: list[str]) -> None:

@@ -130,3 +130,12 @@ def test_a_copy_of_a_grid_run_never_replaces_it_and_other_runs_are_custom(tmp_pa
                       "seconds": [1.0]}).to_csv(runs_dir / folder / "metrics.csv", index=False)
     runs, _ = collect_runs("smoke", tmp_path, layers=[1], variants=["adabelief"], seeds=[6])
     assert runs[["variant", "min_test"]].values.tolist() == [["adabelief", 50.0], ["custom:1layer-adabelief-seed6", 80.0]]
+
+
+def test_markdown_tables_keep_integers_and_mark_missing_values():
+    from lmreport.report import markdown_table
+
+    table = pd.DataFrame({"layers": [1, 2], "runs": [27, 3], "tau": [0.1234, float("nan")]})
+    lines = markdown_table(table, ".3f").splitlines()
+    assert lines[2].split("|")[1:4] == ["        1 ", "     27 ", " 0.123 "]
+    assert lines[3].split("|")[3].strip() == "–"

@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                 if key in result:
                     print(f"wrote {result[key]}")
             if args.update_readme:
-                from .report import update_readme
-                print(f"updated {update_readme(args.profile, root=args.results_dir)}")
+                from .report import project_dir, update_readme
+                readme = project_dir() / "README.md"
+                changed = update_readme(args.profile, readme, root=args.results_dir)
+                print(f"{'updated' if changed else 'unchanged'}: {readme}")
             if "pdf_hint" in result:
                 print(result["pdf_hint"])
             for name, error in result["failed"]:
@@ -270,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         runs = "; unfinished runs keep their last checkpoint and the same command resumes them"
         after = {"grid": runs, "report": runs,
-                 "train": "; the run keeps its last finished epoch's checkpoint and the same command resumes it"}
+                 "train": "; the run keeps its last finished epoch's checkpoint, if it finished one, "
+                          "and the same command resumes it"}
         print(f"lmreport {args.command}: interrupted{after.get(args.command, '')}", file=sys.stderr)
         return 130
     return 0

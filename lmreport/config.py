@@ -109,7 +109,11 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        """Run name that spells out what is not at the profile's default."""
+        """Run name: depth, optimizer, f and seed, plus each setting the study's ablations
+        vary (c_mode, c_reset, wdrop_mode, embed_padding, eval_mode) that is not at its
+        default. Other overrides (a different wdecay, say) do not show: such a run needs its
+        own run_dir, and a folder holding a different run is refused, naming the settings
+        that differ."""
         parts = [f"{self.layers}layer", self.optimizer]
         if self.uses_lm:
             parts.append(self.f)

@@ -528,8 +528,8 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
     return "\n".join(parts)
 
 
-def update_readme(profile: str, readme: str | Path | None = None, root: str | Path | None = None) -> Path:
-    """Replace the README block between the profile's results markers."""
+def update_readme(profile: str, readme: str | Path | None = None, root: str | Path | None = None) -> bool:
+    """Replace the README block between the profile's results markers; whether it changed."""
     readme = Path(readme) if readme else project_dir() / "README.md"
     text = readme.read_text()
     start, end = README_START.format(profile=profile), README_END.format(profile=profile)
@@ -537,5 +537,7 @@ def update_readme(profile: str, readme: str | Path | None = None, root: str | Pa
         raise ValueError(f"{readme} has no {start} ... {end} block")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    write_text(readme, f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}")
-    return readme
+    new = f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}"
+    if new != text:
+        write_text(readme, new)
+    return new != text

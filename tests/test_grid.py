@@ -172,9 +172,10 @@ def test_readme_results_block_is_regenerated_from_the_runs(smoke_grid, tmp_path)
     from lmreport.report import update_readme
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:smoke:start -->\nold\n<!-- results:smoke:end -->\nrest\n")
-    update_readme("smoke", readme, smoke_grid)
+    assert update_readme("smoke", readme, smoke_grid) is True
     text = readme.read_text()
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert update_readme("smoke", readme, smoke_grid) is False and readme.read_text() == text
     assert "4 finished runs" in text and "Table 4.1 at `smoke` scale" in text
     with pytest.raises(ValueError, match="no <!-- results:cpu:start -->"):
         update_readme("cpu", readme, smoke_grid)

@@ -9,6 +9,7 @@ embedded) and, where xelatex is installed, ``results/<P>/report.pdf``.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
@@ -38,18 +39,24 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
                       data_dir: str | None = None, notebook_params: dict | None = None) -> list[Path]:
     """Run the ``REPORT_NOTEBOOKS`` headless; executed copies go to ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+
+    def where(path: Path) -> str:
+        # relative to the notebooks (their working directory) when inside the checkout, so
+        # the executed copies that are committed read the same on every clone
+        path = Path(path).resolve()
+        inside = path.is_relative_to(notebooks_dir().parent.resolve())
+        return os.path.relpath(path, notebooks_dir().resolve()) if inside else str(path)
+
+    results, figs, data = where(root), where(figures), data_dir or ""
     params = {
-        "01_landscape_modification.ipynb": {"figures_dir": str(figures)},
-        "02_adabelief_derivation.ipynb": {"figures_dir": str(figures), "data_dir": data_dir or "",
-                                          "trace_dir": str(root.resolve() / "tmp" / "02_loss_trace")},
-        "04_report.ipynb": {"profile": profile, "results_root": str(root.resolve()),
-                            "figures_dir": str(figures / profile)},
-        "05_sharpness.ipynb": {"profile": profile, "results_root": str(root.resolve()),
-                               "figures_dir": str(figures / profile), "data_dir": data_dir or ""},
-        "06_published_audit.ipynb": {"profile": profile, "results_root": str(root.resolve()),
-                                     "figures_dir": str(figures)},
-        "07_generation.ipynb": {"profile": profile, "results_root": str(root.resolve()),
-                                "data_dir": data_dir or ""},
+        "01_landscape_modification.ipynb": {"figures_dir": figs},
+        "02_adabelief_derivation.ipynb": {"figures_dir": figs, "data_dir": data,
+                                          "trace_dir": where(root / "tmp" / "02_loss_trace")},
+        "04_report.ipynb": {"profile": profile, "results_root": results, "figures_dir": where(figures / profile)},
+        "05_sharpness.ipynb": {"profile": profile, "results_root": results, "figures_dir": where(figures / profile),
+                               "data_dir": data},
+        "06_published_audit.ipynb": {"profile": profile, "results_root": results, "figures_dir": figs},
+        "07_generation.ipynb": {"profile": profile, "results_root": results, "data_dir": data},
     }
     for name, extra in PROFILE_PARAMS.get(profile, {}).items():
         params[name].update(extra)
@@ -59,6 +66,9 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
         pm.execute_notebook(notebooks_dir() / name, target,
                             parameters={**params[name], **(notebook_params or {}).get(name, {})},
                             kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+        book = nbformat.read(target, as_version=4)
+        book.metadata.papermill.update(input_path=where(notebooks_dir() / name), output_path=where(target))
+        write_text(target, nbformat.writes(book) + "\n")
         paths.append(target)
     return paths
 

@@ -316,6 +316,8 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
                                             repackage_hidden(hidden), config, params)
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["lr"] = lr
+        # weighted by the rows this batch really had, as the published loop did (the last
+        # batch of an epoch is cut short of its drawn seq_len at the end of the stream)
         total += len(data) * raw_loss
         if trace is not None:
             c = lm.c if lm is not None else torch.full_like(loss, math.nan)

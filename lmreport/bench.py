@@ -493,6 +493,57 @@ def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
         print(line, flush=True)
 
 
+def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str | None = None,
+                  threads: int | None = None) -> dict:
+    """How far each evaluation arithmetic lands from the exact value, on a trained run.
+
+    Evaluates the run's weights (``checkpoint.pt``: its last epoch) on the test split
+    three ways: ``eval_mode="chunked"``, ``eval_mode="published"``, and the published
+    windows with every token's -log p computed and summed in float64 (the reference both
+    approximate). Prints and saves the mean NLL and perplexity of each.
+    """
+    from .config import RunConfig
+    from .data import batchify, load_corpus
+
+    run_dir = Path(run_dir)
+    weights = run_dir / f"{checkpoint}.pt"
+    if not weights.is_file():
+        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: no {weights.name} there (train the run first)")
+    if threads:
+        torch.set_num_threads(threads)
+    config = RunConfig.from_json(run_dir / "config.json")
+    corpus = load_corpus(config.data_dir, progress=False)
+    model = build_model(config, len(corpus.dictionary))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
+    test = batchify(corpus.test[: config.max_eval_tokens], config.test_batch_size)
+    with torch.inference_mode():
+        nll = {mode: evaluate(model, test, config.bptt, mode) for mode in ("chunked", "published")}
+        model.eval()
+        hidden, total = model.init_hidden(test.size(1)), 0.0
+        for i in range(0, test.size(0) - 1, config.bptt):
+            x, y = get_batch(test, i, config.bptt)
+            output, hidden = model(x, hidden)
+            logits = model.logits(output).view(-1, model.vocab_size).double()
+            total += F.cross_entropy(logits, y, reduction="sum").item() / test.size(1)
+        nll["float64 windows"] = total / test.size(0)
+    exact = nll["float64 windows"]
+    rows = [{"evaluation": mode, "mean_nll": v, "ppl": math.exp(v), "ppl_relative_to_float64": math.exp(v - exact) - 1,
+             "nll_relative_to_float64": v / exact - 1} for mode, v in nll.items()]
+    record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_dir": str(run_dir),
+              "checkpoint": checkpoint, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "device_name": device_name(torch.device("cpu")), "eval_accuracy": rows}
+    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
+        f"eval-accuracy-{run_dir.name}.json"
+    make_folder(path.parent, "out")
+    write_text(path, json.dumps(record, indent=2) + "\n")
+    print(f"{'evaluation':>16} {'mean NLL':>14} {'test PPL':>13} {'PPL vs float64':>15}")
+    for row in rows:
+        print(f"{row['evaluation']:>16} {row['mean_nll']:>14.10f} {row['ppl']:>13.7f} "
+              f"{row['ppl_relative_to_float64']:>+15.2e}")
+    print(f"saved {path}")
+    return record
+
+
 def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: int = 5600,
               device: str = "auto", threads: int | None = None, out: str | None = None,
               profile: str = "paper", compare: bool = False, jobs=None, tf32: bool | str = False,

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "set of records that combine; e.g. results/bench/*.json)")
     p_bench.add_argument("--update-readme", action="store_true",
                          help="instead: re-render README.md's bench blocks from the records they name")
+    p_bench.add_argument("--eval-accuracy", metavar="RUN_DIR", default=None,
+                         help="instead: evaluate a trained run's last weights chunked, published and in "
+                              "float64, and print how far each lands from the float64 value")
 
     p_grid = sub.add_parser("grid", help="run a grid of runs through notebook 03 with papermill")
     _add_grid_flags(p_grid)
@@ -202,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 readme = (repo_root() or Path.cwd()) / "README.md"
                 changed = benchtables.update_readme(readme)
                 print(f"{'updated' if changed else 'unchanged'}: {readme}")
+        elif args.command == "bench" and args.eval_accuracy:
+            from .bench import eval_accuracy
+            eval_accuracy(args.eval_accuracy, out=args.out, threads=args.threads)
         elif args.command == "bench":
             from .bench import run_bench
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,

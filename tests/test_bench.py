@@ -273,3 +273,22 @@ def test_training_cross_entropy_is_the_published_criterion_to_the_last_bits():
         assert abs(float(ours) - float(published)) <= 4 * float(ulp)
         differ += bool(ours != published)
     assert differ  # the values are not simply identical: the README's caveat is needed
+
+
+def test_eval_accuracy_compares_both_evaluations_with_float64(tmp_path, tiny_corpus, capsys):
+    from lmreport.bench import eval_accuracy
+    from lmreport.train import train
+
+    run = train(make_config("smoke", layers=1, epochs=1, when=[], data_dir=str(tiny_corpus), progress=False,
+                            run_dir=str(tmp_path / "run"), max_train_tokens=None, max_eval_tokens=None,
+                            bptt=12, batch_size=4, threads=1, save_best=False))
+    record = eval_accuracy(run, out=str(tmp_path / "acc.json"))
+    rows = {r["evaluation"]: r for r in record["eval_accuracy"]}
+    assert set(rows) == {"chunked", "published", "float64 windows"}
+    assert rows["float64 windows"]["ppl_relative_to_float64"] == 0.0
+    for mode in ("chunked", "published"):
+        assert abs(rows[mode]["nll_relative_to_float64"]) < 1e-6  # float32 arithmetic, not the bit
+    assert json.loads((tmp_path / "acc.json").read_text())["eval_accuracy"] == record["eval_accuracy"]
+    assert "float64 windows" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no best_valid.pt there"):
+        eval_accuracy(run, checkpoint="best_valid", out=str(tmp_path / "no.json"))

@@ -65,9 +65,13 @@ class SharpnessConfig:
 
 @contextmanager
 def measurement_mode(model: AWDLSTM):
-    """Dropout and weight drop off, LSTM modules in training mode (cuDNN needs it)."""
-    was_training, wdrops = model.training, [rnn.wdrop for rnn in model.rnns]
+    """Dropout and weight drop off, LSTM modules in training mode (cuDNN needs it), and
+    the true gradient of the embedding lookup: the published padding quirk cuts one word's
+    input gradient, which leaves a gradient field that no loss has (its Jacobian is not
+    symmetric), so curvature is measured on the loss itself."""
+    was_training, wdrops, padding = model.training, [rnn.wdrop for rnn in model.rnns], model.padding_idx
     model.eval()
+    model.padding_idx = None
     for rnn in model.rnns:
         rnn.train()
         rnn.wdrop = 0.0
@@ -76,6 +80,7 @@ def measurement_mode(model: AWDLSTM):
     finally:
         for rnn, p in zip(model.rnns, wdrops):
             rnn.wdrop = p
+        model.padding_idx = padding
         model.train(was_training)
 
 

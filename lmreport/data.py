@@ -164,10 +164,14 @@ class Corpus:
 
 def _tokenize(path: Path, dictionary: Dictionary) -> torch.Tensor:
     ids: list[int] = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            ids.extend(dictionary.add_word(w) for w in line.split())
-            ids.append(dictionary.add_word(EOS))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                ids.extend(dictionary.add_word(w) for w in line.split())
+                ids.append(dictionary.add_word(EOS))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); "
+                        f"PTB's files are plain text, one sentence per line") from None
     return torch.tensor(ids, dtype=torch.long)
 
 

@@ -115,3 +115,11 @@ def test_data_dir_setting_comes_from_environment(tmp_path, monkeypatch, tiny_cor
     monkeypatch.setenv("LMREPORT_DATA_DIR", str(copy))
     assert data_mod.default_data_dir() == copy
     assert load_corpus(download=False).data_dir == copy
+
+
+def test_a_file_that_is_not_text_is_named(tmp_path):
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"ptb.{split}.txt").write_text("a b c\n")
+    (tmp_path / "ptb.valid.txt").write_bytes(b"a \x81 b\n")
+    with pytest.raises(data_mod.DataError, match=r"ptb.valid.txt is not UTF-8 text \(byte 2: invalid start byte\)"):
+        load_corpus(tmp_path, download=False, progress=False)

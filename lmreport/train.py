@@ -307,33 +307,34 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
     batch_log: list[tuple[int, torch.Tensor]] = []
     bar = tqdm(total=rows - 2, desc=desc, unit="row", leave=False, disable=not progress,
                mininterval=1.0)
-    while i < rows - 2:
-        seq_len = sample_seq_len(config.bptt)
-        for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr * seq_len / config.bptt
-        data, targets = get_batch(train_data, i, seq_len)  # (T, B), (T*B,)
-        raw_loss, loss, hidden = train_step(model, optimizer, lm, data, targets,
-                                            repackage_hidden(hidden), config, params)
-        for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr
-        # weighted by the rows this batch really had, as the published loop did (the last
-        # batch of an epoch is cut short of its drawn seq_len at the end of the stream)
-        total += len(data) * raw_loss
-        if trace is not None:
-            c = lm.c if lm is not None else torch.full_like(loss, math.nan)
-            batch_log.append((len(data), torch.stack([raw_loss, loss, c])))
-        i += seq_len
-        batches += 1
-        tokens += data.numel()
-        if batches % 50 == 0 or i >= rows - 2:
-            # One host sync every 50 batches: divergence check and progress display.
-            value = float(loss)
-            if not math.isfinite(value):
-                bar.close()
-                raise Diverged(f"objective {value} at batch {batches} (row {i})")
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        bar.update(min(seq_len, rows - 2 - bar.n))
-    bar.close()
+    try:  # the bar is cleared however the epoch ends (Ctrl-C included), so messages start a line
+        while i < rows - 2:
+            seq_len = sample_seq_len(config.bptt)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * seq_len / config.bptt
+            data, targets = get_batch(train_data, i, seq_len)  # (T, B), (T*B,)
+            raw_loss, loss, hidden = train_step(model, optimizer, lm, data, targets,
+                                                repackage_hidden(hidden), config, params)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr
+            # weighted by the rows this batch really had, as the published loop did (the last
+            # batch of an epoch is cut short of its drawn seq_len at the end of the stream)
+            total += len(data) * raw_loss
+            if trace is not None:
+                c = lm.c if lm is not None else torch.full_like(loss, math.nan)
+                batch_log.append((len(data), torch.stack([raw_loss, loss, c])))
+            i += seq_len
+            batches += 1
+            tokens += data.numel()
+            if batches % 50 == 0 or i >= rows - 2:
+                # One host sync every 50 batches: divergence check and progress display.
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise Diverged(f"objective {value} at batch {batches} (row {i})")
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            bar.update(min(seq_len, rows - 2 - bar.n))
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     train_loss = float(total) / rows
     if not math.isfinite(train_loss):

@@ -139,3 +139,22 @@ def test_markdown_tables_keep_integers_and_mark_missing_values():
     lines = markdown_table(table, ".3f").splitlines()
     assert lines[2].split("|")[1:4] == ["        1 ", "     27 ", " 0.123 "]
     assert lines[3].split("|")[3].strip() == "–"
+
+
+def test_readme_faithfulness_table_is_what_the_committed_calibration_runs_say():
+    """Each row of the README's one-epoch calibration table, against its run's metrics.csv."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    folders = {"`--optimizer adabelief`": "adabelief", "`--optimizer adabelief-lm --f x2`": "lm-x2",
+               "`... --f x2 --c-mode zero`": "lm-x2-czero",
+               "`--optimizer adabelief --wdrop-mode trained`": "adabelief-whh-trained",
+               "`--optimizer adabelief --embed-padding none`": "adabelief-pad-none",
+               "`--optimizer adabelief --eval-mode published`": "adabelief-eval-published"}
+    readme = (root / "README.md").read_text()
+    rows = re.findall(r"^\| [^|]+ \| (`[^|]+`) \| ([\d.]+) \| \*\*([\d.]+)\*\* \|", readme, flags=re.M)
+    assert sorted(flags for flags, _, _ in rows) == sorted(folders)
+    for flags, train_ppl, test_ppl in rows:
+        metrics = pd.read_csv(root / "results" / "paper" / "calibration" / folders[flags] / "metrics.csv").iloc[0]
+        assert (f"{metrics.train_ppl:.2f}", f"{metrics.test_ppl:.2f}") == (train_ppl, test_ppl), flags

@@ -355,7 +355,7 @@ def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
         for proc in procs:
             if proc.wait() != 0:
                 raise RuntimeError(f"benchmark process failed: {proc.stderr.read().strip()[-300:]}")
-        rates = [json.loads(out.read_text())["results"][0]["train_tokens_per_s"] for out in outs]
+        rates = [json.loads(out.read_text(encoding="utf-8"))["results"][0]["train_tokens_per_s"] for out in outs]
     return {"profile": profile, "layers": layers, "jobs": jobs, "threads_per_job": threads,
             "aggregate_train_tokens_per_s": sum(rates)}
 
@@ -494,7 +494,7 @@ def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
 
 
 def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str | None = None,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, data_dir: str | None = None) -> dict:
     """How far each evaluation arithmetic lands from the exact value, on a trained run.
 
     Evaluates the run's weights (``checkpoint.pt``: its last epoch) on the test split
@@ -507,12 +507,18 @@ def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str 
 
     run_dir = Path(run_dir)
     weights = run_dir / f"{checkpoint}.pt"
-    if not weights.is_file():
-        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: no {weights.name} there (train the run first)")
+    for needed in (run_dir / "config.json", weights):
+        if not needed.is_file():
+            raise ValueError(f"run_dir={str(run_dir)!r} is invalid: no {needed.name} there (train the run first)")
+    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
+        f"eval-accuracy-{run_dir.name}.json"
+    if path.is_dir():
+        raise ValueError(f"out={str(path)!r} is invalid: a folder; give a file name, e.g. {path / 'accuracy.json'}")
+    make_folder(path.parent, "out")
     if threads:
         torch.set_num_threads(threads)
-    config = RunConfig.from_json(run_dir / "config.json")
-    corpus = load_corpus(config.data_dir, progress=False)
+    config = RunConfig.from_json(run_dir / "config.json").validate()
+    corpus = load_corpus(data_dir or config.data_dir, progress=False)
     model = build_model(config, len(corpus.dictionary))
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=False)["model"])
     test = batchify(corpus.test[: config.max_eval_tokens], config.test_batch_size)
@@ -532,9 +538,6 @@ def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str 
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_dir": str(run_dir),
               "checkpoint": checkpoint, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "device_name": device_name(torch.device("cpu")), "eval_accuracy": rows}
-    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
-        f"eval-accuracy-{run_dir.name}.json"
-    make_folder(path.parent, "out")
     write_text(path, json.dumps(record, indent=2) + "\n")
     print(f"{'evaluation':>16} {'mean NLL':>14} {'test PPL':>13} {'PPL vs float64':>15}")
     for row in rows:

@@ -181,7 +181,7 @@ def concurrency_table(records: dict[str, dict]) -> str:
 
 def _read(path: Path) -> dict:
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ValueError(f"{path}: no such file (give JSON records that bench wrote)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -251,7 +251,7 @@ def summarize_groups(paths: list[str | Path], root: Path | None = None) -> str:
 def update_readme(readme: Path, check: bool = False) -> bool:
     """Re-render every bench block of ``readme`` from the files it names; whether any changed.
     ``check``: only compare, write nothing."""
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
 
     def render(match: re.Match) -> str:
         files = re.search(r"--summarize ([^`]+)`", match.group(1))

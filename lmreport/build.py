@@ -35,6 +35,10 @@ PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-x
             "texlive-fonts-recommended texlive-plain-generic pandoc fonts-dejavu)")
 
 
+class GridFailed(RuntimeError):
+    """report --train trained, and not one run of the profile finished."""
+
+
 def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
                       data_dir: str | None = None, notebook_params: dict | None = None) -> list[Path]:
     """Run the ``REPORT_NOTEBOOKS`` headless; executed copies go to ``out_dir``."""
@@ -47,7 +51,8 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
         inside = path.is_relative_to(notebooks_dir().parent.resolve())
         return os.path.relpath(path, notebooks_dir().resolve()) if inside else str(path)
 
-    results, figs, data = where(root), where(figures), data_dir or ""
+    results, figs = where(root), where(figures)
+    data = where(Path(data_dir).expanduser()) if data_dir else ""
     params = {
         "01_landscape_modification.ipynb": {"figures_dir": figs},
         "02_adabelief_derivation.ipynb": {"figures_dir": figs, "data_dir": data,
@@ -112,6 +117,10 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
         raise ValueError(f"threads={threads} is invalid: an integer >= 1")
     root = Path(root) if root else results_root()
     figures = Path(figures_root) if figures_root else figures_dir()
+    for var in ("LMREPORT_DATA_DIR", "LMREPORT_PUBLISHED_LOGS"):
+        # the notebooks run in notebooks/: a relative setting means what it meant here
+        if os.environ.get(var) and not Path(os.environ[var]).expanduser().is_absolute():
+            os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
     load_corpus(data_dir, progress=progress)  # notebooks 02, 05 and 07 read PTB: fail before the first
     result = {"failed": []}
     if train:
@@ -121,6 +130,9 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
         result["failed"] = summary["failed"]
     runs, _ = collect_runs(profile, root)
     if not (runs["status"] == "finished").any():
+        if result["failed"]:
+            raise GridFailed(f"no run of profile {profile!r} finished; {len(result['failed'])} failed, the "
+                               f"first: {result['failed'][0][0]}: {result['failed'][0][1]}")
         raise ValueError(f"profile={profile!r} has no finished runs in {root / profile / 'runs'}: train them "
                          f"first (python -m lmreport grid --profile {profile}) or add --train")
     paths = execute_notebooks(profile, root, root / profile / "notebooks", figures, data_dir,

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'updated' if changed else 'unchanged'}: {readme}")
         elif args.command == "bench" and args.eval_accuracy:
             from .bench import eval_accuracy
-            eval_accuracy(args.eval_accuracy, out=args.out, threads=args.threads)
+            eval_accuracy(args.eval_accuracy, out=args.out, threads=args.threads, data_dir=args.data_dir)
         elif args.command == "bench":
             from .bench import run_bench
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,
@@ -268,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RuntimeError as err:
         from .train import RunBusy
-        if isinstance(err, RunBusy):
+        expected: tuple[type, ...] = (RunBusy,)
+        if args.command == "report":
+            from .build import GridFailed  # already loaded by the command
+            expected += (GridFailed,)
+        if isinstance(err, expected):
             print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
             return 1
         if args.command != "bench":

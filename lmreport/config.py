@@ -147,7 +147,7 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def science(self) -> dict:
         """The fields that decide the numbers (everything but RUNTIME_FIELDS)."""

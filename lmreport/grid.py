@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from tqdm.auto import tqdm
 
 from .config import PROFILES, make_config
@@ -229,8 +230,8 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
     env = dict(os.environ)
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOK),
-           str(run_dir / NOTEBOOK), "-k", "python3", "--no-progress-bar", "-y", json.dumps(params)]
+    cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOK), str(run_dir / NOTEBOOK),
+           "-k", "python3", "--no-progress-bar", "-y", yaml_parameters(params)]
     if _STOPPING.is_set():  # before the log is emptied; checked again where the run starts
         return job, "interrupted", ""
     with open(run_dir / "papermill.log", "w") as log:
@@ -250,6 +251,12 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
         return job, status["status"], ""
     error = status.get("error") or _tail(run_dir / "papermill.log") or f"papermill exit {proc.returncode}"
     return job, "failed", error
+
+
+def yaml_parameters(params: dict) -> str:
+    """Notebook parameters for papermill's ``-y``, which reads YAML: there JSON's 1e-06 is
+    a string, while PyYAML's own dump writes 1.0e-06 (tuples go as lists)."""
+    return yaml.safe_dump(json.loads(json.dumps(params)))
 
 
 def _tail(path: Path, lines: int = 3) -> str:
@@ -323,7 +330,7 @@ def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
     import io
     import platform
 
-    old = path.read_text() if path.is_file() else ""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if not old:

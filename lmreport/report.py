@@ -1,6 +1,7 @@
 """Report helpers: where figures and tables go, and how they are written."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .data import repo_root
@@ -375,12 +376,31 @@ def load_models(runs, vocab_size: int, checkpoint: str = "best_test"):
     return models, missing
 
 
-def markdown_table(table, floatfmt: str = ".2f") -> str:
-    """A DataFrame as a Markdown table: integers stay integers, floats get ``floatfmt``,
-    missing values show as –. (Handed a frame of numbers only, tabulate reads it as one
-    float array and prints a count of 27 as 27.00; cells as Python objects keep types.)"""
-    cells = table.astype(object).where(table.notna(), None)
-    return cells.to_markdown(index=False, floatfmt=floatfmt, missingval="–")
+def markdown_table(table, floatfmt=".2f") -> str:
+    """A DataFrame as a Markdown table, each cell printed as it is: integers as integers,
+    floats with ``floatfmt`` (one format, or one per column), text untouched (a p-value
+    formatted as "0.012" or a signed "+1.26" is not re-read as a number), missing values
+    as –. Columns of numbers, or of text that reads as one, are right-aligned."""
+    import numpy as np
+
+    formats = list(floatfmt) if isinstance(floatfmt, (list, tuple)) else [floatfmt] * table.shape[1]
+
+    def cell(value, fmt):
+        if value is None or (isinstance(value, float) and value != value):
+            return "–"
+        if isinstance(value, (float, np.floating)):
+            return format(value, fmt) if fmt else repr(float(value))
+        return str(value)
+
+    columns = {name: [cell(v, fmt) for v in table[name].tolist()] for name, fmt in zip(table.columns, formats)}
+    numeric = [all(NUMBER.fullmatch(v) for v in values if v != "–") for values in columns.values()]
+    from tabulate import tabulate
+    return tabulate(columns, headers="keys", tablefmt="pipe", disable_numparse=True,
+                    colalign=["right" if n else "left" for n in numeric])
+
+
+# a cell that reads as a number: signs, thousands commas, exponents, a trailing %
+NUMBER = re.compile(r"[+−-]?[\d,]*\.?\d+(e[+-]?\d+)?%?")
 
 
 def show_table(table, floatfmt: str = ".2f") -> None:
@@ -524,14 +544,14 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
     conclusions_md = root / profile / "tables" / "conclusions.md"
     if conclusions_md.is_file():
         parts += ["", "What notebook 04 concludes from these numbers (quoted from "
-                  f"`results/{profile}/tables/conclusions.md`):", "", conclusions_md.read_text().strip()]
+                  f"`results/{profile}/tables/conclusions.md`):", "", conclusions_md.read_text(encoding="utf-8").strip()]
     return "\n".join(parts)
 
 
 def update_readme(profile: str, readme: str | Path | None = None, root: str | Path | None = None) -> bool:
     """Replace the README block between the profile's results markers; whether it changed."""
     readme = Path(readme) if readme else project_dir() / "README.md"
-    text = readme.read_text()
+    text = readme.read_text(encoding="utf-8")
     start, end = README_START.format(profile=profile), README_END.format(profile=profile)
     if start not in text or end not in text:
         raise ValueError(f"{readme} has no {start} ... {end} block")

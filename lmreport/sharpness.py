@@ -334,7 +334,7 @@ def cached_result(run_dir, checkpoint: str, config: SharpnessConfig) -> dict | N
     cache = Path(run_dir) / "sharpness.json"
     if not cache.is_file():
         return None
-    cached = json.loads(cache.read_text())
+    cached = json.loads(cache.read_text(encoding="utf-8"))
     same = cached.get("config") == json.loads(json.dumps(config.to_dict())) and cached.get("checkpoint") == checkpoint
     return cached if same else None
 

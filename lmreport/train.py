@@ -405,7 +405,7 @@ def read_status(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "status.json"
     if not path.is_file():
         return {"status": "missing"}
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _write_status(run_dir: Path, status: str, **extra) -> None:
@@ -438,16 +438,33 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / "metrics.csv")
 
 
-def _check_same_run(run_dir: Path, config: RunConfig) -> None:
+def _check_same_run(run_dir: Path, config: RunConfig) -> dict | None:
+    """Refuse a run folder that holds another run; return its stored config, if any."""
     path = run_dir / "config.json"
     if not path.is_file():
-        return
-    old = RunConfig.from_json(path).science()
+        return None
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    old = RunConfig.from_dict(stored).science()
     new = config.science()
     diff = sorted(k for k in new if old.get(k) != new[k])
     if diff:
         raise ValueError(f"run dir {run_dir} holds a different run (differs in {', '.join(diff)}); "
                          f"choose another run_dir or delete it")
+    return stored
+
+
+def _check_started_before_embed_padding(run_dir: Path, stored: dict | None, corpus: Corpus,
+                                        config: RunConfig) -> None:
+    """A run begun before embed_padding existed trained every embedding row (``none``).
+    Where its training tokens hold the last word, going on under the new default would
+    change the rule mid-run, so it is refused with the one-line fix."""
+    if (stored is None or "embed_padding" in stored or not (run_dir / "checkpoint.pt").is_file()
+            or read_status(run_dir)["status"] in DONE or config.embed_padding != "last"):
+        return
+    if (corpus.train[: config.max_train_tokens] == len(corpus.dictionary) - 1).any():
+        raise ValueError(f"run dir {run_dir} was started before embed_padding existed and trains every "
+                         f"embedding row: add \"embed_padding\": \"none\" to its config.json to finish it "
+                         f"as it began, or start it afresh in another run_dir")
 
 
 DONE = ("finished", "diverged")
@@ -476,7 +493,11 @@ def run_lock(run_dir: Path, wait: float | None = None, name: str = ".lock", hold
     if fcntl is None:  # Windows: no advisory locks; runs are not guarded
         yield
         return
-    with open(run_dir / name, "a") as handle:
+    try:
+        handle = open(run_dir / name, "a")
+    except OSError as err:
+        raise ValueError(f"run_dir={str(run_dir)!r} is invalid: cannot write in it ({err.strerror})") from None
+    with handle:
         deadline, locked = time.monotonic() + (LOCK_WAIT_S if wait is None else wait), True
         while True:
             try:
@@ -510,13 +531,14 @@ def train(config: RunConfig, resume: bool = True) -> Path:
     config = config.resolved()
     device = select_device(config.device)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    _check_same_run(run_dir, config)
+    stored = _check_same_run(run_dir, config)
     if read_status(run_dir)["status"] in DONE:
         return run_dir
     if not resume and (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
     corpus = load_corpus(config.data_dir, progress=config.progress)
     check_data(corpus, config)
+    _check_started_before_embed_padding(run_dir, stored, corpus, config)
     make_folder(run_dir, "run_dir")
     with run_lock(run_dir):
         if read_status(run_dir)["status"] in DONE:  # finished by the process we waited for

@@ -292,3 +292,9 @@ def test_eval_accuracy_compares_both_evaluations_with_float64(tmp_path, tiny_cor
     assert "float64 windows" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no best_valid.pt there"):
         eval_accuracy(run, checkpoint="best_valid", out=str(tmp_path / "no.json"))
+    with pytest.raises(ValueError, match="is invalid: a folder; give a file name"):
+        eval_accuracy(run, out=str(tmp_path))
+    (run / "config.json").rename(run / "moved.json")
+    with pytest.raises(ValueError, match="no config.json there"):
+        eval_accuracy(run, out=str(tmp_path / "no.json"))
+    assert not (tmp_path / "no.json").exists()

@@ -240,3 +240,15 @@ def test_no_notebook_starts_once_the_grid_is_stopping(tmp_path, monkeypatch):
     (job.run_dir(tmp_path) / "papermill.log").write_text("the last sitting's log\n")
     assert grid_mod.run_job(job, tmp_path) == (job, "interrupted", "")
     assert (job.run_dir(tmp_path) / "papermill.log").read_text() == "the last sitting's log\n"
+
+
+def test_notebook_parameters_keep_their_types_through_papermill_yaml(tmp_path):
+    import yaml
+
+    from lmreport.grid import yaml_parameters
+    params = Job("cpu", 1, "adabelief", 6).parameters(tmp_path)
+    params["overrides"] = {"wdecay": 1e-06, "eps": 1e-16, "betas": (0.9, 0.999), "when": [5, 7]}
+    back = yaml.safe_load(yaml_parameters(params))  # what papermill -y gives the notebook
+    assert back["overrides"] == {"wdecay": 1e-06, "eps": 1e-16, "betas": [0.9, 0.999], "when": [5, 7]}
+    assert back == {**params, "overrides": back["overrides"]}
+    assert isinstance(yaml.safe_load("x: 1e-06")["x"], str)  # why JSON text is not enough

@@ -135,10 +135,12 @@ def test_a_copy_of_a_grid_run_never_replaces_it_and_other_runs_are_custom(tmp_pa
 def test_markdown_tables_keep_integers_and_mark_missing_values():
     from lmreport.report import markdown_table
 
-    table = pd.DataFrame({"layers": [1, 2], "runs": [27, 3], "tau": [0.1234, float("nan")]})
+    table = pd.DataFrame({"layers": [1, 2], "runs": [27, 3], "tau": [0.1234, float("nan")],
+                          "p": ["0.012", "0.500"], "mean difference": ["+1.26", "-0.30"], "variant": ["a", "b"]})
     lines = markdown_table(table, ".3f").splitlines()
-    assert lines[2].split("|")[1:4] == ["        1 ", "     27 ", " 0.123 "]
-    assert lines[3].split("|")[3].strip() == "–"
+    assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["1", "27", "0.123", "0.012", "+1.26", "a"]
+    assert [c.strip() for c in lines[3].split("|")[1:-1]] == ["2", "3", "–", "0.500", "-0.30", "b"]
+    assert lines[1].count("---:") == 5 and lines[1].count(":---") == 1  # numbers right, text left
 
 
 def test_readme_faithfulness_table_is_what_the_committed_calibration_runs_say():

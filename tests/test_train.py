@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -333,3 +335,19 @@ def test_training_step_never_reads_a_tensor_back_to_the_host(monkeypatch, optimi
             raw_loss, loss, hidden = train_mod.train_step(model, opt, lm, tokens[:-1], tokens[1:].reshape(-1),
                                                           train_mod.repackage_hidden(hidden), config, params)
     assert math.isfinite(float(loss)) and float(raw_loss) <= float(loss)
+
+
+def test_a_run_started_before_embed_padding_existed_is_not_continued_with_it(tmp_path, tiny_corpus, monkeypatch):
+    config = _tiny(tmp_path, tiny_corpus, epochs=2)
+    _interrupt_second_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    monkeypatch.undo()
+    run = Path(config.run_dir)
+    stored = json.loads((run / "config.json").read_text())
+    del stored["embed_padding"]  # as the code before the field wrote it
+    (run / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match='started before embed_padding existed.*add "embed_padding": "none"'):
+        train(config)
+    (run / "config.json").write_text(json.dumps({**stored, "embed_padding": "none"}))
+    assert read_status(train(replace(config, embed_padding="none")))["status"] == "finished"

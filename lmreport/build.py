@@ -73,6 +73,9 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
                             kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
         book = nbformat.read(target, as_version=4)
         book.metadata.papermill.update(input_path=where(notebooks_dir() / name), output_path=where(target))
+        for cell in book.cells:  # papermill gives the cell it adds a random id
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell["id"] = "injected-parameters"
         write_text(target, nbformat.writes(book) + "\n")
         paths.append(target)
     return paths

@@ -493,6 +493,16 @@ def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
         print(line, flush=True)
 
 
+def _record_path(out: str | None, default_name: str) -> Path:
+    """Where a bench record goes (``out``, else results/bench/), checked before anything is
+    measured, so a bad path does not cost the measurements."""
+    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / default_name
+    if path.is_dir():
+        raise ValueError(f"out={str(path)!r} is invalid: a folder; give a file name, e.g. {path / default_name}")
+    make_folder(path.parent, "out")
+    return path
+
+
 def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str | None = None,
                   threads: int | None = None, data_dir: str | None = None) -> dict:
     """How far each evaluation arithmetic lands from the exact value, on a trained run.
@@ -510,11 +520,7 @@ def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str 
     for needed in (run_dir / "config.json", weights):
         if not needed.is_file():
             raise ValueError(f"run_dir={str(run_dir)!r} is invalid: no {needed.name} there (train the run first)")
-    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
-        f"eval-accuracy-{run_dir.name}.json"
-    if path.is_dir():
-        raise ValueError(f"out={str(path)!r} is invalid: a folder; give a file name, e.g. {path / 'accuracy.json'}")
-    make_folder(path.parent, "out")
+    path = _record_path(out, f"eval-accuracy-{run_dir.name}.json")
     if threads:
         torch.set_num_threads(threads)
     config = RunConfig.from_json(run_dir / "config.json").validate()
@@ -575,11 +581,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     if tf32 == "effect" and dev.type != "cuda":
         raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
     now = datetime.now(timezone.utc)
-    path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / \
-        f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json"
-    if path.is_dir():  # found now, not after the measurements it would lose
-        raise ValueError(f"out={str(path)!r} is invalid: a folder; give a file name, e.g. {path / 'bench.json'}")
-    make_folder(path.parent, "out")
+    path = _record_path(out, f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json")
     if dev.type == "cuda":
         configure_numerics(tf32 is True, deterministic)
     # --compare times the reference-structured code first, with the C allocator as the

@@ -17,6 +17,7 @@ import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter, PDFExporter
 
+from .data import CommandFailed
 from .files import make_folder, write_bytes, write_text
 from .grid import notebooks_dir, results_root, run_grid
 from .report import figures_dir
@@ -35,7 +36,7 @@ PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-x
             "texlive-fonts-recommended texlive-plain-generic pandoc fonts-dejavu)")
 
 
-class GridFailed(RuntimeError):
+class GridFailed(CommandFailed):
     """report --train trained, and not one run of the profile finished."""
 
 

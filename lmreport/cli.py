@@ -15,7 +15,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from .config import OPTIMIZERS, PROFILES, RUNTIME_FIELDS, RunConfig, make_config
-from .data import DataError
+from .data import CommandFailed, DataError
 
 
 RESULTS_HELP = ("folder holding <profile>/runs (default: results/ of the checkout), e.g. a "
@@ -266,15 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError) as err:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except CommandFailed as err:
+        print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
-        from .train import RunBusy
-        expected: tuple[type, ...] = (RunBusy,)
-        if args.command == "report":
-            from .build import GridFailed  # already loaded by the command
-            expected += (GridFailed,)
-        if isinstance(err, expected):
-            print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
-            return 1
         if args.command != "bench":
             raise
         print(f"lmreport bench: error: {err}", file=sys.stderr)  # a benchmark process failed

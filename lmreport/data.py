@@ -42,6 +42,11 @@ class DataError(RuntimeError):
     """The corpus cannot be found, fetched or trusted; the message is one line."""
 
 
+class CommandFailed(RuntimeError):
+    """Work that could not be done for a reason outside the code (a run folder another
+    process holds, a grid whose every run failed): the CLI prints it in one line, exit 1."""
+
+
 def repo_root() -> Path | None:
     """The checkout this package was installed from in editable mode, if any."""
     root = Path(__file__).resolve().parents[1]

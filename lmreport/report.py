@@ -376,6 +376,10 @@ def load_models(runs, vocab_size: int, checkpoint: str = "best_test"):
     return models, missing
 
 
+# a cell that reads as a number: signs, thousands commas, exponents, a trailing %
+NUMBER = re.compile(r"[+−-]?[\d,]*\.?\d+(e[+-]?\d+)?%?")
+
+
 def markdown_table(table, floatfmt=".2f") -> str:
     """A DataFrame as a Markdown table, each cell printed as it is: integers as integers,
     floats with ``floatfmt`` (one format, or one per column), text untouched (a p-value
@@ -397,10 +401,6 @@ def markdown_table(table, floatfmt=".2f") -> str:
     from tabulate import tabulate
     return tabulate(columns, headers="keys", tablefmt="pipe", disable_numparse=True,
                     colalign=["right" if n else "left" for n in numeric])
-
-
-# a cell that reads as a number: signs, thousands commas, exponents, a trailing %
-NUMBER = re.compile(r"[+−-]?[\d,]*\.?\d+(e[+-]?\d+)?%?")
 
 
 def show_table(table, floatfmt: str = ".2f") -> None:
@@ -558,6 +558,7 @@ def update_readme(profile: str, readme: str | Path | None = None, root: str | Pa
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     new = f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}"
-    if new != text:
+    changed = new != text
+    if changed:
         write_text(readme, new)
-    return new != text
+    return changed

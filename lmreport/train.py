@@ -42,7 +42,7 @@ except ImportError:  # Windows
     fcntl = None
 
 from .config import DEVICES, EVAL_MODES, RunConfig
-from .data import Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
+from .data import CommandFailed, Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
 from .files import atomic_write, make_folder, write_text
 from .model import AWDLSTM, repackage_hidden
 from .optim import AdaBelief, LandscapeModification
@@ -476,7 +476,7 @@ _NO_LOCKS = {getattr(errno, name) for name in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP"
 LOCK_WAIT_S = 60.0  # how long a second process waits for a run directory's lock
 
 
-class RunBusy(RuntimeError):
+class RunBusy(CommandFailed):
     """The run directory is locked by another process (training it, or a grid running it)."""
 
 

@@ -217,3 +217,14 @@ def test_module_entry_point_and_bench(tmp_path):
     assert row["ceiling_train_step_vs_reference"] == pytest.approx(row["speedup_train_step_vs_reference"] / fixed)
     assert record["complete"] is True
     assert row["ceiling_test_eval_vs_reference"] >= row["speedup_test_eval_vs_reference"]
+
+
+def test_report_train_where_every_run_failed_names_the_failure(tmp_path, tiny_corpus, capsys, monkeypatch):
+    import lmreport.build as build_mod
+
+    monkeypatch.setattr(build_mod, "run_grid", lambda *a, **k: {"failed": [("L1-adabelief-s141", "disk on fire")]})
+    code = main(["report", "--profile", "smoke", "--train", "--no-pdf", "--data-dir", str(tiny_corpus),
+                 "--results-dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "no run of profile 'smoke' finished; 1 failed, the first: L1-adabelief-s141: disk on fire" in err

@@ -40,15 +40,15 @@ import torch.nn.functional as F
 from torch.optim import Optimizer
 
 from .config import make_config
-from .data import get_batch, repo_root
+from .data import get_batch, load_corpus, repo_root
 from .benchtables import EVAL_LABELS, SHARE_LABELS
 from .files import make_folder, write_text
 from .grid import GRID_RUNS_PER_DEPTH, _die_with_parent, _tail
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
-from .train import (build_model, build_optimizer, configure_numerics, device_name, evaluate,
-                    read_status, select_device, train_step, tune_cpu_allocator)
+from .train import (build_model, build_optimizer, check_data, configure_numerics, device_name,
+                    evaluate, read_status, select_device, train_step, tune_cpu_allocator)
 
 VOCAB = 10_000
 PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}   # SPEC §4
@@ -580,6 +580,10 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     dev = select_device(device)
     if tf32 == "effect" and dev.type != "cuda":
         raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
+    if concurrent:  # what would fail every training process (data missing, not PTB, too short)
+        corpus = load_corpus(data_dir)
+        for n in layers:
+            check_data(corpus, make_config(profile, layers=n, epochs=epochs, **CONCURRENT_RUN))
     now = datetime.now(timezone.utc)
     path = _record_path(out, f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json")
     if dev.type == "cuda":

@@ -169,11 +169,16 @@ def test_concurrent_runs_report_a_failing_run_and_refuse_bad_counts(tiny_corpus,
     assert err.count("\n") == 1 and "concurrent=[0] is invalid" in err
     assert main(["bench", "--profile", "smoke", "--concurrent", "2", "--threads", "1"]) == 2
     assert "drop --jobs and --threads" in capsys.readouterr().err
+    # the CLI finds what would fail every process before it starts one
     assert main(["bench", "--profile", "cpu", "--layers", "1", "--concurrent", "1", "--epochs", "1",
-                 "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "b.json")]) == 1
+                 "--data-dir", str(tiny_corpus), "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "needs the canonical PTB files" in err
-    assert not (tmp_path / "b.json").exists()
+    assert not (tmp_path / "b.json").exists() and "device" not in capsys.readouterr().out
+    (tmp_path / "a-file").write_text("")
+    assert main(["bench", "--profile", "smoke", "--concurrent", "1", "--data-dir", str(tmp_path / "a-file"),
+                 "--out", str(tmp_path / "b.json")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
 
 
 def test_readme_bench_tables_are_rendered_from_their_records():

@@ -456,9 +456,16 @@ def concurrent_runs(profile: str, layers: int, counts, epochs: int = 2, device: 
     return rows
 
 
+def _duration(hours: float) -> str:
+    """Hours as a reader wants them: the smoke profile's projections are minutes or seconds."""
+    if hours >= 1:
+        return f"{hours:,.1f} h"
+    return f"{hours * 60:.0f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
+
+
 def _print_concurrent(rows: list[dict], profile: str) -> None:
     print(f"{'layers':>6} {'at once':>8} {'threads':>8} {'epoch s':>8} {'slowest':>8} {'epochs/h':>9} "
-          f"{'grid h (this depth)':>20}   same numbers as alone (same threads)   vs all cores")
+          f"{'grid (this depth)':>20}   same numbers as alone (same threads)   vs all cores")
     for r in rows:
         same = "yes" if r["identical_to_alone"] else f"no, {r['max_relative_difference_vs_alone']:.1e}"
         if r["runs_at_once"] == 1:
@@ -466,13 +473,13 @@ def _print_concurrent(rows: list[dict], profile: str) -> None:
         cores = r["max_relative_difference_vs_all_cores"]
         print(f"{r['layers']:>6} {r['runs_at_once']:>8} {r['threads_per_run']:>8} {r['epoch_s']:>8.1f} "
               f"{r['epoch_s_slowest_run']:>8.1f} {r['aggregate_epochs_per_hour']:>9.0f} "
-              f"{r['projected_grid_hours_this_depth']:>20.2f}   {same:<37}  "
+              f"{_duration(r['projected_grid_hours_this_depth']):>20}   {same:<37}  "
               f"{'-' if cores is None else f'{cores:.1e}'}", flush=True)
     for n in sorted({r["runs_at_once"] for r in rows}):
         depths = [r for r in rows if r["runs_at_once"] == n]
         print(f"projection: the {profile} grid of depths {', '.join(str(r['layers']) for r in depths)} "
               f"({GRID_RUNS_PER_DEPTH * len(depths)} runs), {n} at once: "
-              f"{sum(r['projected_grid_hours_this_depth'] for r in depths):,.1f} h")
+              f"{_duration(sum(r['projected_grid_hours_this_depth'] for r in depths))}")
 
 
 def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
@@ -643,7 +650,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     else:
         record["results"] = []
         head = (f"{'layers':>6} {'train tok/s':>12} {'step ms':>8} {'opt ms':>7} {'test-eval tok/s':>16} "
-                f"{'peak MB':>8} {'epoch s':>8} {'run h':>7}")
+                f"{'peak MB':>8} {'epoch s':>8} {'one run':>8}")
         print(head + ("   speed-up vs reference: step  optimizer  test-eval  (allocator-tuned reference: step)"
                       if compare else ""))
         for n in layers:
@@ -652,7 +659,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
             line = (f"{n:>6} {row['train_tokens_per_s']:>12,.0f} {row['step_ms']:>8,.0f} "
                     f"{row['optimizer_step_ms']:>7,.1f} {row['test_eval_tokens_per_s']:>16,.0f} "
                     f"{row['peak_memory_mb']:>8,.0f} {row['projected_epoch_s']:>8,.0f} "
-                    f"{row['projected_run_hours']:>7,.1f}")
+                    f"{_duration(row['projected_run_hours']):>8}")
             if compare:
                 row.update(_speedups(row, untuned[n], "reference"))
                 row.update(_speedups(row, bench.reference(steps, warmup), "reference_tuned_allocator"))
@@ -677,7 +684,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         record["projected_grid_hours"] = grid_h
         n_runs = GRID_RUNS_PER_DEPTH * len(record["results"])
         print(f"projection: {profile} profile, {record['results'][0]['epochs']} epochs per run; the {n_runs}-run grid of "
-              f"depths {', '.join(str(r['layers']) for r in record['results'])} run one at a time: {grid_h:,.0f} h")
+              f"depths {', '.join(str(r['layers']) for r in record['results'])} run one at a time: {_duration(grid_h)}")
     save(complete=True)
     print(f"wrote {path}")
     return record

@@ -37,6 +37,28 @@ PAPER_LR_EPS = {
 
 # Fields that say where or how a run executes, not what it computes: they may differ
 # when a run is resumed elsewhere (e.g. a Colab run continued on another machine).
+PROFILES_NEEDING_PTB = ("paper", "cpu")  # their runs refuse other data (train.check_data)
+# Position of the first "unilab" (PTB's last vocabulary id) in ptb.train.txt; tests/test_data.py
+PTB_LAST_WORD_FIRST_TRAIN_INDEX = 929_453
+
+
+def _as_recorded_before_new_fields(data: dict) -> dict:
+    """Complete a config.json written before a field existed with what the code of that
+    time did, not with today's default: its settings must still reproduce its numbers.
+
+    embed_padding (added 2026-11-25): the earlier code trained every embedding row
+    (``none``). A run whose training slice of PTB ends before the last word's first
+    occurrence never feeds that word, where the two rules are the same arithmetic, so it
+    reads as the default ``last`` (the committed cpu runs: the first 200k tokens). Only
+    the profiles that insist on PTB can know where that word is."""
+    if "embed_padding" not in data:
+        cap = data.get("max_train_tokens")
+        never_fed = (data.get("profile") in PROFILES_NEEDING_PTB and isinstance(cap, int)
+                     and cap <= PTB_LAST_WORD_FIRST_TRAIN_INDEX)
+        data = {**data, "embed_padding": "last" if never_fed else "none"}
+    return data
+
+
 RUNTIME_FIELDS = ("device", "threads", "run_dir", "data_dir", "progress", "save_best", "trace",
                   "fast_malloc", "deterministic")
 
@@ -143,7 +165,7 @@ class RunConfig:
         unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ValueError(f"unknown config fields: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**_as_recorded_before_new_fields(data))
 
     @classmethod
     def from_json(cls, path: str | Path) -> "RunConfig":

@@ -41,7 +41,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from .config import DEVICES, EVAL_MODES, RunConfig
+from .config import DEVICES, EVAL_MODES, PROFILES_NEEDING_PTB, RunConfig
 from .data import CommandFailed, Corpus, DataError, batchify, get_batch, load_corpus, repo_root, sample_seq_len
 from .files import atomic_write, make_folder, write_text
 from .model import AWDLSTM, repackage_hidden
@@ -55,7 +55,6 @@ CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
 
 STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
-PROFILES_NEEDING_PTB = ("paper", "cpu")
 
 
 class Diverged(RuntimeError):
@@ -438,33 +437,21 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(run_dir) / "metrics.csv")
 
 
-def _check_same_run(run_dir: Path, config: RunConfig) -> dict | None:
-    """Refuse a run folder that holds another run; return its stored config, if any."""
+def _check_same_run(run_dir: Path, config: RunConfig) -> None:
+    """Refuse a run folder that holds another run, naming each setting that differs."""
     path = run_dir / "config.json"
     if not path.is_file():
-        return None
-    stored = json.loads(path.read_text(encoding="utf-8"))
-    old = RunConfig.from_dict(stored).science()
-    new = config.science()
-    diff = sorted(k for k in new if old.get(k) != new[k])
-    if diff:
-        raise ValueError(f"run dir {run_dir} holds a different run (differs in {', '.join(diff)}); "
-                         f"choose another run_dir or delete it")
-    return stored
-
-
-def _check_started_before_embed_padding(run_dir: Path, stored: dict | None, corpus: Corpus,
-                                        config: RunConfig) -> None:
-    """A run begun before embed_padding existed trained every embedding row (``none``).
-    Where its training tokens hold the last word, going on under the new default would
-    change the rule mid-run, so it is refused with the one-line fix."""
-    if (stored is None or "embed_padding" in stored or not (run_dir / "checkpoint.pt").is_file()
-            or read_status(run_dir)["status"] in DONE or config.embed_padding != "last"):
         return
-    if (corpus.train[: config.max_train_tokens] == len(corpus.dictionary) - 1).any():
-        raise ValueError(f"run dir {run_dir} was started before embed_padding existed and trains every "
-                         f"embedding row: add \"embed_padding\": \"none\" to its config.json to finish it "
-                         f"as it began, or start it afresh in another run_dir")
+    try:
+        old = RunConfig.from_json(path).validate().science()
+    except ValueError as err:  # JSON, UTF-8 and field errors are all ValueErrors
+        raise ValueError(f"{path} is not a run's config.json ({err}); choose another run_dir or delete it") from None
+    new = config.science()
+    diff = [k for k in sorted(new) if old.get(k) != new[k]]
+    if diff:
+        what = (", ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} here" for k in diff) if len(diff) <= 3
+                else "differs in " + ", ".join(diff))
+        raise ValueError(f"run dir {run_dir} holds a different run ({what}); choose another run_dir or delete it")
 
 
 DONE = ("finished", "diverged")
@@ -531,14 +518,13 @@ def train(config: RunConfig, resume: bool = True) -> Path:
     config = config.resolved()
     device = select_device(config.device)
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
-    stored = _check_same_run(run_dir, config)
+    _check_same_run(run_dir, config)
     if read_status(run_dir)["status"] in DONE:
         return run_dir
     if not resume and (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
     corpus = load_corpus(config.data_dir, progress=config.progress)
     check_data(corpus, config)
-    _check_started_before_embed_padding(run_dir, stored, corpus, config)
     make_folder(run_dir, "run_dir")
     with run_lock(run_dir):
         if read_status(run_dir)["status"] in DONE:  # finished by the process we waited for

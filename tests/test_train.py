@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lmreport.train as train_mod
-from lmreport.config import make_config
+from lmreport.config import RunConfig, make_config
 from lmreport.data import load_corpus
 from lmreport.train import read_metrics, read_status, train
 
@@ -113,8 +113,15 @@ def test_finished_run_is_not_retrained(tmp_path, tiny_corpus):
 
 def test_run_dir_with_other_settings_is_refused(tmp_path, tiny_corpus):
     train(_tiny(tmp_path, tiny_corpus, epochs=1))
-    with pytest.raises(ValueError, match="differs in seed"):
+    with pytest.raises(ValueError, match=r"holds a different run \(seed: 141 there, 6 here\); choose another"):
         train(_tiny(tmp_path, tiny_corpus, epochs=1, seed=6))
+    with pytest.raises(ValueError, match=r"holds a different run \(differs in bptt, eps, layers, seed\)"):
+        train(_tiny(tmp_path, tiny_corpus, epochs=1, seed=6, layers=1, bptt=10))
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    for broken in ('{"seed": 1,', "[1, 2]", json.dumps({**stored, "wdrop_mode": "sometimes"})):
+        (tmp_path / "run" / "config.json").write_text(broken)
+        with pytest.raises(ValueError, match=r"run/config.json is not a run's config.json \(.+\); choose another"):
+            train(_tiny(tmp_path, tiny_corpus, epochs=1))
 
 
 def test_divergence_ends_run_with_metrics_intact(tmp_path, tiny_corpus, monkeypatch):
@@ -337,7 +344,16 @@ def test_training_step_never_reads_a_tensor_back_to_the_host(monkeypatch, optimi
     assert math.isfinite(float(loss)) and float(raw_loss) <= float(loss)
 
 
-def test_a_run_started_before_embed_padding_existed_is_not_continued_with_it(tmp_path, tiny_corpus, monkeypatch):
+def test_a_run_recorded_before_embed_padding_existed_keeps_the_rule_it_trained_with(tmp_path, tiny_corpus, monkeypatch):
+    """That code trained every embedding row: its runs read as "none", except where their
+    slice of PTB never feeds the last word, where "last" is the same arithmetic."""
+    old = {k: v for k, v in make_config("paper", layers=1).to_dict().items() if k != "embed_padding"}
+    assert RunConfig.from_dict(old).embed_padding == "none"
+    assert RunConfig.from_dict({**old, "max_train_tokens": 929_453}).embed_padding == "last"
+    assert RunConfig.from_dict({**old, "max_train_tokens": 929_454}).embed_padding == "none"
+    committed = sorted(Path(__file__).parents[1].glob("results/cpu/runs/*/config.json"))
+    assert committed and all(RunConfig.from_json(p).embed_padding == "last" for p in committed)
+
     config = _tiny(tmp_path, tiny_corpus, epochs=2)
     _interrupt_second_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -347,7 +363,6 @@ def test_a_run_started_before_embed_padding_existed_is_not_continued_with_it(tmp
     stored = json.loads((run / "config.json").read_text())
     del stored["embed_padding"]  # as the code before the field wrote it
     (run / "config.json").write_text(json.dumps(stored))
-    with pytest.raises(ValueError, match='started before embed_padding existed.*add "embed_padding": "none"'):
+    with pytest.raises(ValueError, match="embed_padding: 'none' there, 'last' here"):
         train(config)
-    (run / "config.json").write_text(json.dumps({**stored, "embed_padding": "none"}))
     assert read_status(train(replace(config, embed_padding="none")))["status"] == "finished"

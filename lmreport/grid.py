@@ -325,19 +325,22 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
 def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
     """One line per grid invocation that trained something: when, how long, how many runs
     it completed (finished, diverged or failed), and whether it ended or was interrupted.
-    The file is rewritten whole (atomically), so a crash cannot leave half a line."""
+    The file is rewritten whole (atomically), so a crash cannot leave half a line, under a
+    lock, so grids over the same results that end together (shards stopped at once) keep
+    every line."""
     import csv
     import io
     import platform
 
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    from .train import run_lock
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    if not old:
-        writer.writerow(["started", "wall_minutes", "ran", "skipped", "failed", "jobs",
-                         "threads_per_job", "host", "variants", "outcome"])
     writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"], summary["skipped"],
                      len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
                      platform.node(), " ".join(variants), summary["outcome"]])
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, old + out.getvalue())
+    with run_lock(path.parent, name=".grid_sittings.lock", holder="logged by another grid"):
+        old = path.read_text(encoding="utf-8") if path.is_file() else (
+            "started,wall_minutes,ran,skipped,failed,jobs,threads_per_job,host,variants,outcome\n")
+        write_text(path, old + out.getvalue())

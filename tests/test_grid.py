@@ -252,3 +252,27 @@ def test_notebook_parameters_keep_their_types_through_papermill_yaml(tmp_path):
     assert back["overrides"] == {"wdecay": 1e-06, "eps": 1e-16, "betas": [0.9, 0.999], "when": [5, 7]}
     assert back == {**params, "overrides": back["overrides"]}
     assert isinstance(yaml.safe_load("x: 1e-06")["x"], str)  # why JSON text is not enough
+
+
+def _log_sittings(path, n):
+    from lmreport.grid import _log_sitting
+
+    summary = dict(seconds=60.0, ran=1, skipped=0, failed=[], jobs=1, threads_per_job=1, outcome="ended")
+    for i in range(n):
+        _log_sitting(path, f"2026-11-25T00:00:{i:02d}", summary, ["adabelief"])
+
+
+def test_grids_ending_together_keep_every_sitting_line(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "smoke" / "grid_sittings.csv"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_log_sittings, args=(path, 40)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    sittings = pd.read_csv(path)
+    assert len(sittings) == 120 and sittings.outcome.eq("ended").all()
+    assert not list(path.parent.glob(".*.tmp"))

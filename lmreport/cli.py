@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandFailed as err:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # mid-work: a full disk, a folder removed or made read-only meanwhile
+        print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except RuntimeError as err:
         if args.command != "bench":
             raise

@@ -66,12 +66,19 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def make_folder(path: str | Path, setting: str) -> Path:
-    """Create ``path`` (and its parents) for a setting the user gave; a path that cannot
-    be a folder (under a file, on a read-only or virtual file system) is a one-line
+    """Create ``path`` (and its parents) for a setting the user gave and check that files
+    can be made in it, before any work whose results would go there; a path that cannot
+    be such a folder (under a file, on a read-only or virtual file system) is a one-line
     ``ValueError`` naming the setting."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ValueError(f"{setting}={str(path)!r} is invalid: it cannot be created ({err.strerror})") from None
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{setting}={str(path)!r} is invalid: files cannot be written in it "
+                         f"({err.strerror})") from None
     return path

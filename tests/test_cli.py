@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -171,6 +172,10 @@ def test_bad_bench_paths_and_resume_folders_give_one_line(tmp_path, tiny_corpus,
     assert main(["bench", "--profile", "smoke", "--layers", "1", "--steps", "1", "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     assert "is invalid: a folder; give a file name" in captured.err and captured.out == ""
+    if Path("/proc/self").is_dir():  # Linux: a folder that exists but takes no files
+        assert main(["bench", "--profile", "smoke", "--layers", "1", "--steps", "1", "--out", "/proc/b.json"]) == 2
+        captured = capsys.readouterr()
+        assert "out='/proc' is invalid: files cannot be written in it" in captured.err and captured.out == ""
     assert main(["bench", "--summarize", str(tmp_path / "out")]) == 2
     assert "no such file" in capsys.readouterr().err
     run = tmp_path / "run"
@@ -228,3 +233,19 @@ def test_report_train_where_every_run_failed_names_the_failure(tmp_path, tiny_co
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert "no run of profile 'smoke' finished; 1 failed, the first: L1-adabelief-s141: disk on fire" in err
+
+
+def test_a_system_error_mid_work_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lmreport.bench as bench
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(bench, "write_text", full_disk)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--profile", "smoke", "--layers", "1", "--steps", "1", "--warmup", "0",
+                 "--eval-tokens", "70", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"lmreport bench: error: [Errno 28] No space left on device: '{out}'\n"

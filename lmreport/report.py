@@ -330,13 +330,14 @@ def plot_spread(runs, layers: int, title: str = ""):
     return fig
 
 
-def save_table(table, name: str, folder: str | Path) -> list[Path]:
-    """CSV (exact numbers) and Markdown (2 decimals) side by side."""
+def save_table(table, name: str, folder: str | Path, floatfmt="g") -> list[Path]:
+    """CSV (exact numbers) and Markdown side by side. The Markdown keeps six significant
+    digits by default, so a p-value of 0.0036 or a residual of 8e-12 does not print as 0.00."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
-    write_text(md_path, markdown_table(table) + "\n")
+    write_text(md_path, markdown_table(table, floatfmt) + "\n")
     return [csv_path, md_path]
 
 

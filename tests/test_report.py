@@ -101,8 +101,10 @@ def test_models_without_committed_weights_are_listed_not_fatal(tmp_path):
     assert list(models) == [(1, "adabelief")] and not models[(1, "adabelief")].training
     assert missing == ["L1-lm-cbrt-s6"]
     assert read_table("nothing", tmp_path) is None
-    save_table(pd.DataFrame({"a": [1.5]}), "t", tmp_path)
-    assert read_table("t", tmp_path)["a"].tolist() == [1.5]
+    save_table(pd.DataFrame({"a": [1.5, 393.7612], "p": [0.003622, 8.26e-12], "n": [3, 4]}), "t", tmp_path)
+    assert read_table("t", tmp_path)["p"].tolist() == [0.003622, 8.26e-12]
+    md = (tmp_path / "t.md").read_text().splitlines()
+    assert [line.replace(" ", "") for line in md[2:]] == ["|1.5|0.003622|3|", "|393.761|8.26e-12|4|"]
 
 
 def test_models_of_two_seeds_under_one_key_are_refused(tmp_path):

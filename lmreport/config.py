@@ -120,6 +120,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):  # JSON (config.json, papermill parameters) has no tuples
             self.betas = tuple(self.betas)
+        if isinstance(self.when, tuple):  # and config.json stores when as a list
+            self.when = list(self.when)
 
     @property
     def uses_lm(self) -> bool:

@@ -387,15 +387,16 @@ def markdown_table(table, floatfmt=".2f") -> str:
     formatted as "0.012" or a signed "+1.26" is not re-read as a number), missing values
     as –. Columns of numbers, or of text that reads as one, are right-aligned."""
     import numpy as np
+    import pandas as pd
 
     formats = list(floatfmt) if isinstance(floatfmt, (list, tuple)) else [floatfmt] * table.shape[1]
 
     def cell(value, fmt):
-        if value is None or (isinstance(value, float) and value != value):
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
             return "–"
         if isinstance(value, (float, np.floating)):
             return format(value, fmt) if fmt else repr(float(value))
-        return str(value)
+        return str(value).replace("|", "\\|")  # a bare | would start a new column
 
     columns = {name: [cell(v, fmt) for v in table[name].tolist()] for name, fmt in zip(table.columns, formats)}
     numeric = [all(NUMBER.fullmatch(v) for v in values if v != "–") for values in columns.values()]

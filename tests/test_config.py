@@ -51,6 +51,7 @@ def test_wrong_types_and_settings_that_would_do_nothing_are_refused(overrides, m
 
 def test_json_lists_become_tuples():
     assert RunConfig(betas=[0.8, 0.99]).validate().betas == (0.8, 0.99)
+    assert RunConfig(when=(5, 7)).validate().when == [5, 7]  # a tuple from Python, a list in config.json
     assert make_config("smoke", optimizer="sgd").eps == 0.0  # its own default passes
 
 

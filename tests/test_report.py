@@ -143,6 +143,8 @@ def test_markdown_tables_keep_integers_and_mark_missing_values():
     assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["1", "27", "0.123", "0.012", "+1.26", "a"]
     assert [c.strip() for c in lines[3].split("|")[1:-1]] == ["2", "3", "–", "0.500", "-0.30", "b"]
     assert lines[1].count("---:") == 5 and lines[1].count(":---") == 1  # numbers right, text left
+    odd = markdown_table(pd.DataFrame({"n": pd.array([1, None], dtype="Int64"), "text": ["a|b", "c"]}))
+    assert [line.replace(" ", "") for line in odd.splitlines()[2:]] == ["|1|a\\|b|", "|–|c|"]
 
 
 def test_readme_faithfulness_table_is_what_the_committed_calibration_runs_say():

@@ -35,8 +35,6 @@ PAPER_LR_EPS = {
     "sgd": {1: (30.0, 0.0), 2: (30.0, 0.0), 3: (30.0, 0.0)},
 }
 
-# Fields that say where or how a run executes, not what it computes: they may differ
-# when a run is resumed elsewhere (e.g. a Colab run continued on another machine).
 PROFILES_NEEDING_PTB = ("paper", "cpu")  # their runs refuse other data (train.check_data)
 # Position of the first "unilab" (PTB's last vocabulary id) in ptb.train.txt; tests/test_data.py
 PTB_LAST_WORD_FIRST_TRAIN_INDEX = 929_453
@@ -59,6 +57,8 @@ def _as_recorded_before_new_fields(data: dict) -> dict:
     return data
 
 
+# Fields that say where or how a run executes, not what it computes: they may differ
+# when a run is resumed elsewhere (e.g. a Colab run continued on another machine).
 RUNTIME_FIELDS = ("device", "threads", "run_dir", "data_dir", "progress", "save_best", "trace",
                   "fast_malloc", "deterministic")
 

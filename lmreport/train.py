@@ -335,10 +335,7 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    train_loss = float(total) / rows
-    if not math.isfinite(train_loss):
-        raise Diverged(f"training loss {train_loss}")
-    metrics = {"train_ppl": math.exp(train_loss), "train_seconds": seconds,
+    metrics = {"train_ppl": perplexity(float(total) / rows, "training"), "train_seconds": seconds,
                "tokens_per_s": tokens / seconds, "batches": batches}
     if lm is not None:
         metrics.update(lm.epoch_means())
@@ -347,6 +344,17 @@ def train_epoch(model: AWDLSTM, optimizer: torch.optim.Optimizer, lm: LandscapeM
         trace.extend({"batch": b + 1, "seq_len": n, "ce": ce, "U": u, "c": c}
                      for b, ((n, _), (ce, u, c)) in enumerate(zip(batch_log, values)))
     return metrics
+
+
+LARGEST_LOSS = math.log(sys.float_info.max)  # ≈ 709.78 nats: exp overflows beyond
+
+
+def perplexity(loss: float, split: str) -> float:
+    """exp(mean CE). A loss that is not finite, or so large that its perplexity is not a
+    float (a uniform guess over PTB's 10k words is 9.2 nats), is a diverged run."""
+    if not math.isfinite(loss) or loss > LARGEST_LOSS:
+        raise Diverged(f"{split} loss {loss}")
+    return math.exp(loss)
 
 
 EVAL_TOKENS_PER_CHUNK = 8192
@@ -586,8 +594,8 @@ def _train_locked(config: RunConfig, run_dir: Path, corpus: Corpus, device: torc
                                    progress=config.progress, desc=f"epoch {epoch}/{config.epochs}",
                                    trace=trace))
             eval_start = time.perf_counter()
-            row["valid_ppl"] = math.exp(evaluate(model, data["valid"], config.bptt, config.eval_mode))
-            row["test_ppl"] = math.exp(evaluate(model, data["test"], config.bptt, config.eval_mode))
+            row["valid_ppl"] = perplexity(evaluate(model, data["valid"], config.bptt, config.eval_mode), "validation")
+            row["test_ppl"] = perplexity(evaluate(model, data["test"], config.bptt, config.eval_mode), "test")
             row["eval_seconds"] = time.perf_counter() - eval_start
             row["seconds"] = time.perf_counter() - start
             row["lr"] = optimizer.param_groups[0]["lr"]

@@ -142,6 +142,16 @@ def test_divergence_ends_run_with_metrics_intact(tmp_path, tiny_corpus, monkeypa
     assert len(calls) == 2  # stopped, did not go on to epoch 3
 
 
+def test_a_loss_too_large_for_a_perplexity_is_a_divergence_not_a_crash(tmp_path, tiny_corpus, monkeypatch):
+    assert train_mod.perplexity(709.0, "test") == pytest.approx(math.exp(709.0))
+    with pytest.raises(train_mod.Diverged, match="training loss 710.0"):
+        train_mod.perplexity(710.0, "training")  # exp would overflow
+    monkeypatch.setattr(train_mod, "evaluate", lambda *args, **kwargs: 1e4)
+    run_dir = train(_tiny(tmp_path, tiny_corpus))
+    status = read_status(run_dir)
+    assert status["status"] == "diverged" and status["error"] == "validation loss 10000.0"
+
+
 def test_failure_is_recorded(tmp_path, tiny_corpus, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")

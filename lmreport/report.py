@@ -97,8 +97,10 @@ def variant_label(variant: str) -> str:
     return " ".join([name, *extras])
 
 
-def _identify(config, profile: str, root: Path | None = None):
-    """(layers, variant, seed) of a run directory's config, by matching the variant table."""
+def _identify(config, folder: str, profile: str, root: Path | None = None):
+    """(layers, variant, seed) of a run directory's config, by matching the variant table;
+    another run is ``custom:<its folder>``, as a run name leaves out most overrides (two
+    runs differing only in wdecay share one) and a folder holds one run."""
     from .config import make_config
     from .grid import DERIVED_VARIANTS, VARIANTS, variant_overrides
 
@@ -110,7 +112,7 @@ def _identify(config, profile: str, root: Path | None = None):
             continue
         if candidate.science() == config.science():
             return config.layers, name, config.seed
-    return config.layers, f"custom:{config.name}", config.seed
+    return config.layers, f"custom:{folder}", config.seed
 
 
 def summarize_metrics(metrics) -> dict:
@@ -141,7 +143,7 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
     found = {}
     runs_dir = root / profile / "runs"
     for config_path in sorted(runs_dir.glob("*/config.json")) if runs_dir.is_dir() else []:
-        key = _identify(RunConfig.from_json(config_path), profile, root)
+        key = _identify(RunConfig.from_json(config_path), config_path.parent.name, profile, root)
         if key not in found or found[key] != expected.get(key):  # of two copies of a grid run, the grid's wins
             found[key] = config_path.parent
     rows, epochs = [], []

@@ -124,14 +124,17 @@ def test_a_copy_of_a_grid_run_never_replaces_it_and_other_runs_are_custom(tmp_pa
     for folder, config, ppl in (("L1-adabelief-s6", make_config("smoke", layers=1, seed=6), 50.0),
                                 ("1layer-adabelief-seed6", make_config("smoke", layers=1, seed=6), 60.0),
                                 ("zz-copy", make_config("smoke", layers=1, seed=6), 70.0),
-                                ("1layer-adabelief-seed6-lr", make_config("smoke", layers=1, seed=6, lr=0.5), 80.0)):
+                                ("lr-0.5", make_config("smoke", layers=1, seed=6, lr=0.5), 80.0),
+                                ("wdecay-0", make_config("smoke", layers=1, seed=6, wdecay=0.0), 90.0)):
         (runs_dir / folder).mkdir(parents=True)
         config.to_json(runs_dir / folder / "config.json")
         (runs_dir / folder / "status.json").write_text('{"status": "finished"}')
         pd.DataFrame({"epoch": [1], "train_ppl": [ppl], "valid_ppl": [ppl], "test_ppl": [ppl],
                       "seconds": [1.0]}).to_csv(runs_dir / folder / "metrics.csv", index=False)
     runs, _ = collect_runs("smoke", tmp_path, layers=[1], variants=["adabelief"], seeds=[6])
-    assert runs[["variant", "min_test"]].values.tolist() == [["adabelief", 50.0], ["custom:1layer-adabelief-seed6", 80.0]]
+    # runs of other settings keep their folder's name: these two would share a run name
+    assert runs[["variant", "min_test"]].values.tolist() == [["adabelief", 50.0], ["custom:lr-0.5", 80.0],
+                                                            ["custom:wdecay-0", 90.0]]
 
 
 def test_markdown_tables_keep_integers_and_mark_missing_values():

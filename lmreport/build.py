@@ -126,12 +126,12 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
         if os.environ.get(var) and not Path(os.environ[var]).expanduser().is_absolute():
             os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
     load_corpus(data_dir, progress=progress)  # notebooks 02, 05 and 07 read PTB: fail before the first
-    result = {"failed": []}
+    result = {"failed": [], "held": []}
     if train:
         make_folder(root / profile / "runs", "results_dir")
         summary = run_grid(profile, jobs=PROFILES[profile].grid_jobs if jobs is None else jobs, data_dir=data_dir,
                            root=root, progress=progress, threads=threads)
-        result["failed"] = summary["failed"]
+        result["failed"], result["held"] = summary["failed"], summary["held"]
     runs, _ = collect_runs(profile, root)
     if not (runs["status"] == "finished").any():
         if result["failed"]:

@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grid {summary['profile']}: {_count(summary['total'], 'run')}, {summary['skipped']} already "
                   f"done, {summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
                   f"({summary['jobs']} at once, {_count(summary['threads_per_job'], 'thread')} each), "
-                  f"{len(summary['failed'])} failed")
+                  f"{len(summary['failed'])} failed"
+                  + (f", {len(summary['held'])} left to another grid running them" if summary["held"] else ""))
+            for name in summary["held"]:
+                print(f"  held by another grid: {name}")
             for name, error in summary["failed"]:
                 print(f"  failed {name}: {error}")
             return 1 if summary["failed"] else 0
@@ -246,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'updated' if changed else 'unchanged'}: {readme}")
             if "pdf_hint" in result:
                 print(result["pdf_hint"])
+            for name in result["held"]:
+                print(f"  held by another grid (not finished in this report): {name}")
             for name, error in result["failed"]:
                 print(f"  failed {name}: {error}")
             return 1 if result["failed"] else 0

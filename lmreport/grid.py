@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .config import PROFILES, make_config
 from .files import make_folder, write_text
 from .report import project_dir
-from .train import DONE, read_status, run_lock
+from .train import DONE, RunBusy, read_status, run_lock
 
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
 _LIVE_LOCK = threading.Lock()
@@ -210,9 +210,10 @@ def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | No
             device: str | None = None) -> tuple[Job, str, str]:
     """Execute notebook 03 for one job; return (job, final status, error text).
 
-    Any error of this job (a notebook that fails, a file that cannot be read, the run being
-    in the hands of another grid) comes back as status ``failed`` with its text, so the
-    other jobs carry on; only an interrupt of the grid itself propagates.
+    A run another grid holds comes back as ``held`` and is left to it. Any error of this
+    job (a notebook that fails, a file that cannot be read) comes back as status ``failed``
+    with its text, so the other jobs carry on; only an interrupt of the grid itself
+    propagates.
     """
     run_dir = job.run_dir(root)
     try:
@@ -221,6 +222,8 @@ def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | No
         # notebook run ends, so two grids over the same results never share a run folder.
         with run_lock(run_dir, wait=0, name=".grid.lock", holder="run by another grid"):
             return _run_notebook(job, root, run_dir, threads, data_dir, device)
+    except RunBusy as err:
+        return job, "held", str(err)
     except Exception as err:  # noqa: BLE001 - recorded as this job's failure
         return job, "failed", f"{type(err).__name__}: {err}"
 
@@ -267,7 +270,8 @@ def _tail(path: Path, lines: int = 3) -> str:
 def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1,
              shard: str | None = None, data_dir: str | None = None, device: str | None = None,
              root: str | Path | None = None, progress: bool = True, threads: int | None = None) -> dict:
-    """Run every unfinished job of the grid; returns counts and the failures.
+    """Run every unfinished job of the grid; returns counts, the failures, and the runs
+    left to another grid that was running them (``held``).
 
     Each of the ``jobs`` notebook runs gets ``threads`` torch threads (default: the
     cores divided by ``jobs``, so the runs never oversubscribe the machine)."""
@@ -284,6 +288,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
         make_folder(root / profile / "runs", "results_dir")
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failures: list[tuple[Job, str]] = []
+    held: list[Job] = []
     start = time.monotonic()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
@@ -295,7 +300,10 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
         futures = [pool.submit(run_job, j, root, threads, data_dir, device) for j in todo]
         for fut in as_completed(futures):
             job, status, error = fut.result()
-            completed += 1
+            if status == "held":
+                held.append(job)
+            else:
+                completed += 1
             if status == "failed":
                 failures.append((job, error))
                 bar.write(f"failed: {job.name}: {error}")
@@ -315,6 +323,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
         bar.close()
         summary = {"profile": profile, "total": len(todo_all), "skipped": len(done),
                    "ran": completed, "failed": [(j.name, e) for j, e in failures],
+                   "held": [j.name for j in held],
                    "seconds": time.monotonic() - start, "jobs": jobs, "threads_per_job": threads,
                    "outcome": outcome}
         if todo:
@@ -332,11 +341,11 @@ def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
     import io
     import platform
 
-    from .train import run_lock
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"], summary["skipped"],
+    # skipped: finished before this sitting, or left to another grid that held them
+    writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"],
+                     summary["skipped"] + len(summary["held"]),
                      len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
                      platform.node(), " ".join(variants), summary["outcome"]])
     path.parent.mkdir(parents=True, exist_ok=True)

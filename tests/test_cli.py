@@ -227,7 +227,7 @@ def test_module_entry_point_and_bench(tmp_path):
 def test_report_train_where_every_run_failed_names_the_failure(tmp_path, tiny_corpus, capsys, monkeypatch):
     import lmreport.build as build_mod
 
-    monkeypatch.setattr(build_mod, "run_grid", lambda *a, **k: {"failed": [("L1-adabelief-s141", "disk on fire")]})
+    monkeypatch.setattr(build_mod, "run_grid", lambda *a, **k: {"failed": [("L1-adabelief-s141", "disk on fire")], "held": []})
     code = main(["report", "--profile", "smoke", "--train", "--no-pdf", "--data-dir", str(tiny_corpus),
                  "--results-dir", str(tmp_path / "results")])
     err = capsys.readouterr().err

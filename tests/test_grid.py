@@ -216,8 +216,9 @@ def test_one_jobs_error_is_its_failure_and_the_grid_carries_on(tmp_path, tiny_co
     assert name == "L1-adabelief-s6" and error.startswith("OSError: cannot open")
 
 
-def test_a_run_held_by_another_grid_is_left_alone(tmp_path, tiny_corpus, monkeypatch):
+def test_a_run_held_by_another_grid_is_left_alone(tmp_path, tiny_corpus, monkeypatch, capsys):
     import lmreport.grid as grid_mod
+    from lmreport.cli import main
     from lmreport.train import run_lock
     monkeypatch.setattr(grid_mod, "_run_notebook", lambda *a: pytest.fail("started a run another grid holds"))
     run = Job("smoke", 1, "adabelief", 141).run_dir(tmp_path)
@@ -226,8 +227,15 @@ def test_a_run_held_by_another_grid_is_left_alone(tmp_path, tiny_corpus, monkeyp
     with run_lock(run, wait=0, name=".grid.lock"):  # what the other grid process holds
         summary = run_grid("smoke", layers=[1], variants=["adabelief"], seeds=[141], root=tmp_path,
                            data_dir=str(tiny_corpus), progress=False)
-    assert summary["failed"] == [("L1-adabelief-s141", f"RunBusy: run dir {run} is being run by another grid")]
+        assert main(["grid", "--profile", "smoke", "--layers", "1", "--variants", "adabelief", "--seeds", "141",
+                     "--results-dir", str(tmp_path), "--data-dir", str(tiny_corpus), "--no-progress"]) == 0
+    assert summary["failed"] == [] and summary["held"] == ["L1-adabelief-s141"] and summary["ran"] == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "0 run now" in out[0] and out[0].endswith("0 failed, 1 left to another grid running them")
+    assert out[1:] == ["  held by another grid: L1-adabelief-s141"]
     assert (run / "papermill.log").read_text() == "the other grid's log\n"
+    sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
+    assert sittings[["ran", "skipped", "failed"]].values.tolist() == [[0, 1, 0], [0, 1, 0]]
 
 
 def test_no_notebook_starts_once_the_grid_is_stopping(tmp_path, monkeypatch):
@@ -257,7 +265,7 @@ def test_notebook_parameters_keep_their_types_through_papermill_yaml(tmp_path):
 def _log_sittings(path, n):
     from lmreport.grid import _log_sitting
 
-    summary = dict(seconds=60.0, ran=1, skipped=0, failed=[], jobs=1, threads_per_job=1, outcome="ended")
+    summary = dict(seconds=60.0, ran=1, skipped=0, failed=[], held=[], jobs=1, threads_per_job=1, outcome="ended")
     for i in range(n):
         _log_sitting(path, f"2026-11-25T00:00:{i:02d}", summary, ["adabelief"])
 

@@ -585,8 +585,9 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
     if threads:
         torch.set_num_threads(threads)
     dev = select_device(device)
-    if tf32 == "effect" and dev.type != "cuda":
-        raise ValueError("--tf32-effect needs a CUDA device (TF32 does not exist on the CPU)")
+    if tf32 and dev.type != "cuda":
+        raise ValueError(f"--tf32{'-effect' if tf32 == 'effect' else ''} needs a CUDA device "
+                         f"(TF32 does not exist on {dev.type})")
     if concurrent:  # what would fail every training process (data missing, not PTB, too short)
         corpus = load_corpus(data_dir)
         for n in layers:

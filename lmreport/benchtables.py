@@ -45,6 +45,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _power_of_ten(x: float) -> str:
+    if x == 0:
+        return "0"
     mantissa, exponent = f"{x:.1e}".split("e")
     digits = str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
     return f"{mantissa} × 10{digits}"

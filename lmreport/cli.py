@@ -51,6 +51,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not MISSING else f.default_factory()
         by_profile = ", ".join(f"{name}: {p.overrides[f.name]}" for name, p in PROFILES.items()
                                if f.name in p.overrides)
+        if f.name == "lr":  # a profile's learning rates are per optimizer
+            by_profile = ", ".join(f"{name}: " + ", ".join(f"{opt} {lr}" for opt, lr in p.lr.items())
+                                   for name, p in PROFILES.items() if p.lr)
         help_text = f"{helps.get(f.name, '')} [default: {default}" + (f"; {by_profile}]" if by_profile else "]")
         kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
         if kind == "bool":

@@ -526,6 +526,9 @@ def train(config: RunConfig, resume: bool = True) -> Path:
     """
     config = config.resolved()
     device = select_device(config.device)
+    if config.tf32 and device.type != "cuda":
+        raise ValueError(f"tf32=True is invalid on {device.type}: TF32 exists only on CUDA GPUs "
+                         f"(drop --tf32, or run on one)")
     run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     _check_same_run(run_dir, config)
     if read_status(run_dir)["status"] in DONE:

@@ -303,3 +303,9 @@ def test_eval_accuracy_compares_both_evaluations_with_float64(tmp_path, tiny_cor
     with pytest.raises(ValueError, match="no config.json there"):
         eval_accuracy(run, out=str(tmp_path / "no.json"))
     assert not (tmp_path / "no.json").exists()
+
+
+def test_differences_print_as_powers_of_ten_and_zero_as_zero():
+    from lmreport.benchtables import _power_of_ten
+
+    assert (_power_of_ten(7.8e-7), _power_of_ten(1.3e-07), _power_of_ten(0.0)) == ("7.8 × 10⁻⁷", "1.3 × 10⁻⁷", "0")

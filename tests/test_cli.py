@@ -249,3 +249,13 @@ def test_a_system_error_mid_work_is_one_line(tmp_path, monkeypatch, capsys):
                  "--eval-tokens", "70", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err == f"lmreport bench: error: [Errno 28] No space left on device: '{out}'\n"
+
+
+def test_tf32_off_a_gpu_would_do_nothing_and_is_refused(tmp_path, capsys):
+    assert main(["train", "--profile", "smoke", "--tf32", "--device", "cpu", "--run-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == ("lmreport train: error: tf32=True is invalid on cpu: TF32 exists only on "
+                                       "CUDA GPUs (drop --tf32, or run on one)\n")
+    for flag in ("--tf32", "--tf32-effect"):
+        assert main(["bench", "--profile", "smoke", flag, "--device", "cpu", "--out", str(tmp_path / "b.json")]) == 2
+        assert f"{flag} needs a CUDA device (TF32 does not exist on cpu)" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

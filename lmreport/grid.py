@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .config import PROFILES, make_config
 from .files import make_folder, write_text
 from .report import project_dir
-from .train import DONE, RunBusy, read_status, run_lock
+from .train import DONE, RunBusy, mark_interrupted, read_status, run_lock
 
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
 _LIVE_LOCK = threading.Lock()
@@ -252,6 +252,9 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
     status = read_status(run_dir)
     if status["status"] in DONE:
         return job, status["status"], ""
+    if _STOPPING.is_set() and status["status"] in ("running", "interrupted"):
+        mark_interrupted(run_dir)
+        return job, "interrupted", ""
     error = status.get("error") or _tail(run_dir / "papermill.log") or f"papermill exit {proc.returncode}"
     return job, "failed", error
 

@@ -422,6 +422,22 @@ def _write_status(run_dir: Path, status: str, **extra) -> None:
     write_text(run_dir / "status.json", json.dumps(record, indent=2) + "\n")
 
 
+def mark_interrupted(run_dir: Path, wait: float = 10.0) -> bool:
+    """Record a run whose process was killed mid-epoch (a grid stopping its notebook runs:
+    the kernel dies without the KeyboardInterrupt that ``train`` records) as interrupted
+    instead of running. Waits for the dying process's lock; False if it never came free."""
+    try:
+        with run_lock(run_dir, wait=wait):
+            status = read_status(run_dir)
+            if status["status"] != "running":
+                return False
+            _write_status(run_dir, "interrupted", **{k: v for k, v in status.items()
+                                                     if k not in ("status", "updated")})
+            return True
+    except RunBusy:
+        return False
+
+
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     atomic_write(run_dir / "metrics.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
 

@@ -195,6 +195,8 @@ def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_di
     assert proc.returncode == 130 and "interrupted" in err
     sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
     assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
+    # its kernel died with the notebook run, mid-epoch: the grid records what train would on Ctrl-C
+    assert read_status(run)["status"] == "interrupted"
 
 
 def test_one_jobs_error_is_its_failure_and_the_grid_carries_on(tmp_path, tiny_corpus, monkeypatch):

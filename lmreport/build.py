@@ -71,7 +71,9 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
         target = out_dir / name
         pm.execute_notebook(notebooks_dir() / name, target,
                             parameters={**params[name], **(notebook_params or {}).get(name, {})},
-                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()))
+                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
+                            # the kernel's own warning about TCP on this machine's loopback is noise
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
         book = nbformat.read(target, as_version=4)
         book.metadata.papermill.update(input_path=where(notebooks_dir() / name), output_path=where(target))
         for cell in book.cells:  # papermill gives the cell it adds a random id

@@ -40,6 +40,10 @@ class GridFailed(CommandFailed):
     """report --train trained, and not one run of the profile finished."""
 
 
+class NotebookFailed(CommandFailed):
+    """A report notebook raised; the executed copy shows where."""
+
+
 def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
                       data_dir: str | None = None, notebook_params: dict | None = None) -> list[Path]:
     """Run the ``REPORT_NOTEBOOKS`` headless; executed copies go to ``out_dir``."""
@@ -69,11 +73,15 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
     paths = []
     for name in REPORT_NOTEBOOKS:
         target = out_dir / name
-        pm.execute_notebook(notebooks_dir() / name, target,
-                            parameters={**params[name], **(notebook_params or {}).get(name, {})},
-                            kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
-                            # the kernel's own warning about TCP on this machine's loopback is noise
-                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        try:
+            pm.execute_notebook(notebooks_dir() / name, target,
+                                parameters={**params[name], **(notebook_params or {}).get(name, {})},
+                                kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
+                                # the kernel's own warning about TCP on this machine's loopback is noise
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except pm.PapermillExecutionError as err:  # the notebook keeps the traceback, in its cell
+            raise NotebookFailed(f"{name} failed in cell [{err.exec_count}]: {err.ename}: {err.evalue}; "
+                                 f"the traceback is in {target}") from None
         book = nbformat.read(target, as_version=4)
         book.metadata.papermill.update(input_path=where(notebooks_dir() / name), output_path=where(target))
         for cell in book.cells:  # papermill gives the cell it adds a random id

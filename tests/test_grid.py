@@ -286,3 +286,12 @@ def test_grids_ending_together_keep_every_sitting_line(tmp_path):
     sittings = pd.read_csv(path)
     assert len(sittings) == 120 and sittings.outcome.eq("ended").all()
     assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_a_report_notebook_that_raises_is_one_line_naming_its_cell(tmp_path):
+    from lmreport.build import NotebookFailed, execute_notebooks
+
+    with pytest.raises(NotebookFailed, match=r"^01_landscape_modification.ipynb failed in cell \[\d+\]: "
+                                             r"ValueError: .*nonsense.*; the traceback is in .*01_landscape"):
+        execute_notebooks("smoke", tmp_path, tmp_path / "notebooks", tmp_path / "figures",
+                          notebook_params={"01_landscape_modification.ipynb": {"f": "nonsense", "n_runs": 2}})

@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rewrite the README's results block of this profile from the new tables")
     p_report.add_argument("--no-progress", dest="progress", action="store_false")
 
+    p_pilot = sub.add_parser("pilot", help="score the converged profile's pilot runs against the study's regime")
+    p_pilot.add_argument("--root", default=None, help="pilot folder (default: results/converged/pilot)")
+    p_pilot.add_argument("--run", metavar="CANDIDATE", default=None,
+                         help="first train this candidate's baseline runs that are not finished")
+    p_pilot.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
+    p_pilot.add_argument("--seeds", type=int, nargs="+", default=[141])
+    p_pilot.add_argument("--threads", type=int, default=None)
     sub.add_parser("profiles", help="print the run profiles and what they change")
     sub.add_parser("variants", help="print the named variants a grid can run")
     return parser
@@ -265,6 +272,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, fn in DERIVED_VARIANTS.items():
                 print(f"  {name:24s} " + fn.__doc__.strip().splitlines()[0])
             print("* the study's variants (the default of grid and report)")
+        elif args.command == "pilot":
+            from .grid import results_root
+            from .regime import pilot_table, run_pilot
+            root = args.root or results_root() / "converged" / "pilot"
+            if args.run:
+                signal.signal(signal.SIGTERM, _interrupt)
+                run_pilot(args.run, args.layers, args.seeds, root, threads=args.threads)
+            table = pilot_table(root)
+            if table.empty:
+                raise ValueError(f"--root {root}: no pilot runs there (folders <candidate>/<run>/config.json)")
+            print(table.to_markdown(index=False, floatfmt=".3g"))
         elif args.command == "profiles":
             for name, profile in PROFILES.items():
                 changes = ", ".join(f"{k}={v}" for k, v in profile.overrides.items()) or "none"

@@ -35,7 +35,7 @@ PAPER_LR_EPS = {
     "sgd": {1: (30.0, 0.0), 2: (30.0, 0.0), 3: (30.0, 0.0)},
 }
 
-PROFILES_NEEDING_PTB = ("paper", "cpu")  # their runs refuse other data (train.check_data)
+PROFILES_NEEDING_PTB = ("paper", "cpu", "converged")  # their runs refuse other data (train.check_data)
 # Position of the first "unilab" (PTB's last vocabulary id) in ptb.train.txt; tests/test_data.py
 PTB_LAST_WORD_FIRST_TRAIN_INDEX = 929_453
 
@@ -293,6 +293,10 @@ PROFILES: dict[str, Profile] = {
         "training tokens (21.5% of PTB), 8 epochs with lr/10 before epochs 5 and 7 (the "
         "study's 99:45:56 split of 200 epochs, scaled); full validation and test splits.",
         dict(emsize=200, nhid=400, epochs=8, when=[5, 7], max_train_tokens=200_000), grid_jobs=2),
+    "converged": Profile(
+        "Reduced scale trained into the study's regime (issue #17; README, Results): "
+        "provisional while the pilot runs.",
+        dict(emsize=200, nhid=400, epochs=16, when=[9, 13], max_train_tokens=100_000), grid_jobs=2),
     "smoke": Profile(
         "Tiny model (16/32) on the first 20k training tokens and 4k eval tokens, 2 epochs, "
         "lr/10 at epoch 2. Exercises every code path in seconds; numbers mean nothing.",

@@ -29,11 +29,12 @@ DROP_MOVE = 0.01
 LAST_FIFTH_GAIN = 0.01
 
 # name -> RunConfig overrides on top of the converged profile (seed and depth are the run's)
+_A = dict(emsize=200, nhid=400, max_train_tokens=100_000, epochs=16, when=[9, 13])
 CANDIDATES: dict[str, dict] = {
     # 200/400 model, first 100k training tokens, 16 epochs, drops before 9 and 13
-    "A": dict(emsize=200, nhid=400, max_train_tokens=100_000, epochs=16, when=[9, 13]),
+    "A": _A,
     # the same with the deeper models' lr 1e-2 for the 1-layer model (published: 1e-3)
-    "Alr": dict(emsize=200, nhid=400, max_train_tokens=100_000, epochs=16, when=[9, 13], lr=1e-2),
+    "Alr": {**_A, "lr": 1e-2},
 }
 
 

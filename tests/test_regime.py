@@ -77,3 +77,24 @@ def test_an_unknown_candidate_is_named():
 
     with pytest.raises(ValueError, match="candidate='Z' is invalid: one of A, Alr"):
         candidate_config("Z", 1, 141, ".")
+
+
+def test_readme_pilot_table_is_what_the_committed_runs_say():
+    """Each row of the README's pilot table (candidate, layers, best epoch, min test,
+    train at best, train/test) against pilot_table on the committed runs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Converged profile (issue #17)")[1].split("\nEpoch times")[0]
+    table = pilot_table(root / "results" / "converged" / "pilot")
+    rows = [line.split("|")[1:-1] for line in section.splitlines()
+            if line.startswith("| A")]
+    assert len(rows) == len(table) == 4
+    for cells in rows:
+        cand = cells[0].split(":")[0].strip()
+        run = table[(table.candidate == cand) & (table.layers == int(cells[1]))].iloc[0]
+        assert int(cells[3]) == run["best epoch"]
+        assert int(cells[4]) == round(run["min test"])
+        assert int(cells[5]) == round(run["train at best"])
+        assert float(cells[6]) == round(run["train/test"], 2)

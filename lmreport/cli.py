@@ -27,9 +27,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _field_help() -> dict[str, str]:
-    """The trailing comment of each RunConfig field, used as its --help text."""
-    source = inspect.getsource(RunConfig)
+def _field_help(cls=RunConfig) -> dict[str, str]:
+    """The trailing comment of each field of a dataclass (RunConfig), used as its --help text."""
+    source = inspect.getsource(cls)
     return dict(re.findall(r"^\s{4}(\w+):[^#\n]*#\s*(.+)$", source, flags=re.M))
 
 
@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_grid = sub.add_parser("grid", help="run a grid of runs through notebook 03 with papermill")
     _add_grid_flags(p_grid)
     p_grid.add_argument("--shard", default=None, metavar="I/N", help="run every N-th job from the I-th")
+    _add_cluster_flags(p_grid)
 
     p_report = sub.add_parser("report", help="build results/<profile>/report.html (and .pdf)")
     p_report.add_argument("--profile", required=True, choices=list(PROFILES))
@@ -181,6 +182,58 @@ def _add_grid_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results-dir", default=None, help=RESULTS_HELP)
     parser.add_argument("--device", default=None)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    from .cluster import ClusterOptions, EXECUTORS
+
+    helps = _field_help(ClusterOptions)
+    group = parser.add_argument_group("executor (pip install -e \".[cluster]\" for local and slurm)")
+    group.add_argument("--executor", default="papermill", choices=("papermill",) + EXECUTORS,
+                       help="papermill: --jobs notebook runs here (default); local: submitit's local "
+                            "executor; slurm: one SLURM job per run, as a job array")
+    group.add_argument("--status", action="store_true",
+                       help="with --executor local|slurm: list each run's status, job id and job state; submit nothing")
+    group.add_argument("--wait", action="store_true", help="with --executor slurm: wait until no job is queued or running")
+    group.add_argument("--cluster-config", metavar="FILE", default=None,
+                       help="YAML/JSON file of the options below (the flags override it)")
+    for f in fields(ClusterOptions):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "sbatch":
+            group.add_argument(flag, action="append", default=None, metavar="OPTION",
+                               help=helps.get(f.name, "") + " (repeatable)")
+        else:
+            typ = int if str(f.type) == "int" and f.name != "time" else str
+            group.add_argument(flag, dest="cluster_" + f.name, type=typ, default=None, metavar=f.name.upper(),
+                               help=f"{helps.get(f.name, '')} [default: {f.default}]")
+
+
+def _cluster_grid(args) -> int:
+    from .cluster import ClusterOptions, cluster_dir, grid_status, run_cluster_grid
+    from .grid import plan, results_root
+    from pathlib import Path
+
+    options = ClusterOptions.from_file(args.cluster_config) if args.cluster_config else ClusterOptions()
+    flags = {k.removeprefix("cluster_"): v for k, v in vars(args).items() if k.startswith("cluster_")
+             and k != "cluster_config"}
+    options = options.updated(**flags, sbatch=args.sbatch)
+    root = Path(args.results_dir) if args.results_dir else results_root()
+    if args.status:
+        names = [j.name for j in plan(args.profile, args.layers, args.variants, args.seeds, args.shard, root)]
+        rows = grid_status(args.profile, args.executor, root, names)
+    else:
+        if args.executor == "local":
+            signal.signal(signal.SIGTERM, _interrupt)
+        result = run_cluster_grid(args.profile, args.executor, args.layers, args.variants, args.seeds,
+                                  options=options, jobs=args.jobs, shard=args.shard, data_dir=args.data_dir,
+                                  device=args.device, root=root, threads=args.threads, wait=args.wait,
+                                  progress=args.progress)
+        rows = result["runs"]
+        print(f"grid {args.profile} ({args.executor}): {_count(len(result['submitted']), 'job')} submitted; "
+              f"logs in {cluster_dir(root, args.profile) / 'logs'}")
+    import pandas as pd
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 1 if any(r["status"] in ("failed", "diverged") for r in rows) and not args.status else 0
 
 
 def _interrupt(signum, frame):
@@ -226,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                       tf32="effect" if args.tf32_effect else args.tf32, breakdown=args.breakdown,
                       concurrent=args.concurrent, epochs=args.epochs, deterministic=args.deterministic,
                       data_dir=args.data_dir)
+        elif args.command == "grid" and (args.executor != "papermill" or args.status):
+            if args.executor == "papermill":
+                raise ValueError("--status lists the jobs of --executor local or slurm")
+            return _cluster_grid(args)
         elif args.command == "grid":
             from .grid import run_grid
             signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: log the sitting, keep checkpoints

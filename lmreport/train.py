@@ -459,7 +459,11 @@ def _append_trace(run_dir: Path, epoch: int, rows: list[dict]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    return pd.read_csv(Path(run_dir) / "metrics.csv")
+    """The finished epochs of a run (an empty table while the first epoch trains)."""
+    try:
+        return pd.read_csv(Path(run_dir) / "metrics.csv")
+    except pd.errors.EmptyDataError:  # written with no epoch yet
+        return pd.DataFrame()
 
 
 def _check_same_run(run_dir: Path, config: RunConfig) -> None:

@@ -341,7 +341,7 @@ def tf32_effect(layers: int, profile: str, steps: int, eval_tokens: int, device:
     return out
 
 
-def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
+def throughput(profile: str, layers: int, jobs: int, steps: int, device: str = "auto") -> dict:
     """Aggregate training tokens/s of ``jobs`` concurrent processes, cores/jobs threads each."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with tempfile.TemporaryDirectory() as tmp:
@@ -349,7 +349,7 @@ def throughput(profile: str, layers: int, jobs: int, steps: int) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         procs = [subprocess.Popen([sys.executable, "-m", "lmreport", "bench", "--profile", profile,
                                    "--layers", str(layers), "--steps", str(steps), "--eval-tokens", "140",
-                                   "--threads", str(threads), "--out", str(out)],
+                                   "--threads", str(threads), "--device", device, "--out", str(out)],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for out in outs]
         for proc in procs:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lmreport {train,grid,report,bench,profiles,variants} ...``.
+"""Command line: ``python -m lmreport {train,grid,report,pilot,bench,gpu-check,profiles,variants} ...``.
 
 The ``train`` flags are generated from the fields of ``RunConfig`` (``--emsize``,
 ``--dropouth``, ``--c-mode`` ...), with the field's comment as help, so the CLI cannot
@@ -165,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_pilot.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
     p_pilot.add_argument("--seeds", type=int, nargs="+", default=[141])
     p_pilot.add_argument("--threads", type=int, default=None)
+    p_pilot.add_argument("--update-readme", action="store_true",
+                         help="rewrite the README's pilot block (between <!-- pilot:begin/end -->) from the runs")
+    p_gpu = sub.add_parser("gpu-check", help="one prepared check of a GPU: CUDA tests, speed, concurrency, TF32")
+    p_gpu.add_argument("--out", default=None, metavar="DIR", help="folder of the JSON record (default: results/bench)")
+    p_gpu.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
+    p_gpu.add_argument("--tiny", action="store_true",
+                       help="the smoke model, 2 processes at most, a few steps: seconds (CI runs it on the CPU)")
     sub.add_parser("profiles", help="print the run profiles and what they change")
     sub.add_parser("variants", help="print the named variants a grid can run")
     return parser
@@ -340,6 +347,16 @@ def main(argv: list[str] | None = None) -> int:
             if table.empty:
                 raise ValueError(f"--root {root}: no pilot runs there (folders <candidate>/<run>/config.json)")
             print(table.to_markdown(index=False, floatfmt=".3g"))
+            if args.update_readme:
+                from .regime import update_readme
+                from .report import project_dir
+                readme = project_dir() / "README.md"
+                print(f"{'updated' if update_readme(readme, root) else 'unchanged'}: {readme}")
+        elif args.command == "gpu-check":
+            from .gpucheck import gpu_check
+            record = gpu_check(args.out, device=args.device, tiny=args.tiny)
+            tests = record["tests"]
+            return 1 if tests.get("run") and (tests["failed"] or tests["exit_code"] not in (0, 5)) else 0
         elif args.command == "profiles":
             for name, profile in PROFILES.items():
                 changes = ", ".join(f"{k}={v}" for k, v in profile.overrides.items()) or "none"

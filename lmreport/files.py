@@ -82,3 +82,19 @@ def make_folder(path: str | Path, setting: str) -> Path:
         raise ValueError(f"{setting}={str(path)!r} is invalid: files cannot be written in it "
                          f"({err.strerror})") from None
     return path
+
+
+def replace_block(path: str | Path, start: str, end: str, body: str) -> bool:
+    """Rewrite the text between the marker lines ``start`` and ``end`` of a file (a README's
+    generated block), atomically; whether it changed. A file without both markers is a
+    one-line error."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{body}\n{end}{tail}"
+    if new != text:
+        write_text(path, new)
+    return new != text

@@ -28,41 +28,75 @@ GAP_RATIO = 0.9
 DROP_MOVE = 0.01
 LAST_FIFTH_GAIN = 0.01
 
-# name -> RunConfig overrides on top of the converged profile (seed and depth are the run's)
+def scaled_when(epochs: int) -> list[int]:
+    """The study's lr drops (before epochs 100 and 145 of 200) at the same fractions of
+    ``epochs``: 99, 45 and 56 epochs scaled and rounded (8 -> [5, 7], 16 -> [9, 13])."""
+    return [round(epochs * 99 / 200) + 1, round(epochs * 144 / 200) + 1]
+
+
+_B = dict(emsize=128, nhid=256, max_train_tokens=200_000, epochs=30, when=scaled_when(30), test_batch_size=10)
+# name -> RunConfig overrides of the study's settings (seed and depth are the run's)
 _A = dict(emsize=200, nhid=400, max_train_tokens=100_000, epochs=16, when=[9, 13])
 CANDIDATES: dict[str, dict] = {
     # 200/400 model, first 100k training tokens, 16 epochs, drops before 9 and 13
     "A": _A,
     # the same with the deeper models' lr 1e-2 for the 1-layer model (published: 1e-3)
     "Alr": {**_A, "lr": 1e-2},
+    # a smaller model (128/256) seeing twice the tokens per epoch for 30 epochs, so that about
+    # 2200 steps come before the first drop; test scored at batch 10 like valid, which
+    # halves the evaluation time (batch 1 is the published test)
+    "B": _B,
+    # the same with lr 1e-2 at one layer too: at lr 1e-3 the 1-layer model of B is still
+    # underfitting after 30 epochs (train/test 0.98); its 2- and 3-layer runs are B's
+    "Blr": {**_B, "lr": 1e-2},
 }
 
 
 def candidate_config(candidate: str, layers: int, seed: int, root: str | Path, **runtime):
-    """The RunConfig of one pilot run: the converged profile with the candidate's values."""
+    """The RunConfig of one pilot run: the study's settings with the candidate's values,
+    under the name of the converged profile. Built from the paper values rather than from
+    the converged profile, so that a candidate stays what it was when the profile moves to
+    the chosen one (lr and eps: the published per-depth values unless the candidate sets lr)."""
+    from dataclasses import replace
+
     from .config import make_config
 
     if candidate not in CANDIDATES:
         raise ValueError(f"candidate={candidate!r} is invalid: one of {', '.join(CANDIDATES)}")
     run_dir = Path(root) / candidate / f"L{layers}-adabelief-s{seed}"
-    return make_config("converged", layers=layers, seed=seed, run_dir=str(run_dir),
-                       **CANDIDATES[candidate], **runtime)
+    config = make_config("paper", layers=layers, seed=seed, **CANDIDATES[candidate])
+    return replace(config, profile="converged", run_dir=str(run_dir), **runtime).validate()
+
+
+def pilot_runs(root: str | Path) -> dict[Path, "RunConfig"]:
+    """Every pilot run folder under ``root/<candidate>/`` and its config."""
+    from .config import RunConfig
+
+    return {p.parent: RunConfig.from_json(p) for p in sorted(Path(root).glob("*/*/config.json"))}
+
+
+def shared_run(config, runs: dict) -> Path | None:
+    """A run folder (of any candidate) that trained exactly ``config``: candidates that agree
+    at a depth share its run instead of training it twice."""
+    for run, other in runs.items():
+        if other.science() == config.science():
+            return run
+    return None
 
 
 def run_pilot(candidate: str, layers=(1, 2, 3), seeds=(141,), root: str | Path = ".", threads: int | None = None,
               progress: bool = True) -> list[Path]:
-    """Train (or resume, or skip if finished) a candidate's baseline runs, one at a time."""
+    """Train (or resume, or skip if finished) a candidate's baseline runs, one at a time; a
+    run another candidate already has (same settings) is not trained again."""
     from .train import train
 
     configs = [candidate_config(candidate, n, s, root, threads=threads, progress=progress)
                for n in layers for s in seeds]  # every config checked before any run starts
-    return [train(c) for c in configs]
-
-
-def scaled_when(epochs: int) -> list[int]:
-    """The study's lr drops (before epochs 100 and 145 of 200) at the same fractions of
-    ``epochs``: 99, 45 and 56 epochs scaled and rounded (8 -> [5, 7], 16 -> [9, 13])."""
-    return [round(epochs * 99 / 200) + 1, round(epochs * 144 / 200) + 1]
+    done = []
+    for config in configs:
+        elsewhere = shared_run(config, {r: c for r, c in pilot_runs(root).items() if r != Path(config.run_dir)})
+        done.append(elsewhere if elsewhere else train(config))
+    return done
 
 
 def run_checks(metrics: pd.DataFrame, when: list[int]) -> dict:
@@ -91,25 +125,29 @@ def run_checks(metrics: pd.DataFrame, when: list[int]) -> dict:
 
 
 def pilot_table(root: str | Path) -> pd.DataFrame:
-    """One row per pilot run found under ``root/<candidate>/<run>/``, scored; plus, per
-    candidate, whether its depths are in the study's order (criterion 4)."""
-    from .config import RunConfig
+    """One row per (candidate, run) for the runs under ``root/<candidate>/<run>/``, scored; a
+    run counts for every candidate whose settings it trained (``folder`` says where it is);
+    plus, per candidate, whether its depths are in the study's order (criterion 4)."""
     from .train import read_metrics, read_status
 
+    runs = pilot_runs(root)
     rows = []
-    for config_path in sorted(Path(root).glob("*/*/config.json")):
-        run = config_path.parent
-        config = RunConfig.from_json(config_path)
-        row = {"candidate": run.parent.name, "layers": config.layers, "seed": config.seed,
-               "emsize": config.emsize, "nhid": config.nhid, "train tokens": config.max_train_tokens,
-               "lr": config.lr, "status": read_status(run)["status"]}
-        metrics = read_metrics(run)
-        if len(metrics):
-            row.update(run_checks(metrics, config.when))
-        rows.append(row)
+    for candidate in CANDIDATES:
+        for run, config in runs.items():
+            if config.science() != candidate_config(candidate, config.layers, config.seed, root).science():
+                continue
+            row = {"candidate": candidate, "layers": config.layers, "seed": config.seed,
+                   "emsize": config.emsize, "nhid": config.nhid, "train tokens": config.max_train_tokens,
+                   "lr": config.lr, "folder": f"{run.parent.name}/{run.name}", "status": read_status(run)["status"]}
+            metrics = read_metrics(run)
+            if len(metrics):
+                row.update(run_checks(metrics, config.when))
+            rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    table = table.sort_values(["layers", "seed"], kind="stable").sort_values(
+        "candidate", key=lambda c: c.map(list(CANDIDATES).index), kind="stable").reset_index(drop=True)
     finished = table[table.status == "finished"]
     order = {}
     for cand, group in finished.groupby("candidate"):
@@ -118,3 +156,44 @@ def pilot_table(root: str | Path) -> pd.DataFrame:
                        if {1, 2, 3} <= set(means.index) else pd.NA)
     table["depth order"] = table.candidate.map(order)
     return table
+
+
+README_START, README_END = "<!-- pilot:begin -->", "<!-- pilot:end -->"
+
+
+def describe(candidate: str) -> str:
+    """A candidate's settings in words, from its overrides (nothing typed by hand)."""
+    c = CANDIDATES[candidate]
+    parts = [f"{c['emsize']}/{c['nhid']}", f"first {c['max_train_tokens'] // 1000}k tokens",
+             f"{c['epochs']} epochs", "lr/10 before " + " and ".join(map(str, c["when"]))]
+    if c.get("test_batch_size", 1) != 1:
+        parts.append(f"test at batch {c['test_batch_size']}")
+    parts.append(f"lr {c['lr']:g} at every depth" if "lr" in c else "published lr (1e-3 at 1 layer, 1e-2 deeper)")
+    return ", ".join(parts)
+
+
+def pilot_markdown(root: str | Path) -> str:
+    """The README's pilot block: each candidate in words, then every run scored."""
+    table = pilot_table(root)
+    if table.empty:
+        raise ValueError(f"--root {root}: no pilot runs there (folders <candidate>/<run>/config.json)")
+    yes = {True: "yes", False: "no"}
+    lines = [f"- **{c}**: {describe(c)}" for c in CANDIDATES if c in set(table.candidate)]
+    lines += ["", "| candidate | layers | seed | status | epochs | best epoch | min test PPL | train PPL at best "
+              "| train/test | last-fifth gain | converged | gap | drops | depth order | epoch s | run folder |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.to_dict("records"):
+        order = r["depth order"]
+        lines.append(
+            f"| {r['candidate']} | {r['layers']} | {r['seed']} | {r['status']} | {r['epochs']} | {r['best epoch']} "
+            f"| {r['min test']:.0f} | {r['train at best']:.0f} | {r['train/test']:.2f} | {100 * r['last-fifth gain']:.2f}% "
+            f"| {yes[r['converged']]} | {yes[r['gap']]} | {yes[r['drops']]} "
+            f"| {'–' if pd.isna(order) else yes[bool(order)]} | {r['epoch s']:.0f} | `{r['folder']}` |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: str | Path, root: str | Path) -> bool:
+    """Re-render the README's pilot block from the pilot runs under ``root``."""
+    from .files import replace_block
+
+    return replace_block(readme, README_START, README_END, pilot_markdown(root))

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from .data import repo_root
-from .files import atomic_write, write_text
+from .files import atomic_write, replace_block, write_text
 
 
 def project_dir() -> Path:
@@ -555,14 +555,5 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
 def update_readme(profile: str, readme: str | Path | None = None, root: str | Path | None = None) -> bool:
     """Replace the README block between the profile's results markers; whether it changed."""
     readme = Path(readme) if readme else project_dir() / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    start, end = README_START.format(profile=profile), README_END.format(profile=profile)
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no {start} ... {end} block")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{readme_results(profile, root)}\n{end}{tail}"
-    changed = new != text
-    if changed:
-        write_text(readme, new)
-    return changed
+    return replace_block(readme, README_START.format(profile=profile), README_END.format(profile=profile),
+                         readme_results(profile, root))

@@ -40,17 +40,21 @@ def test_no_gap_and_a_drop_after_the_best_epoch_that_moves_nothing_fail():
 
 
 def test_pilot_table_scores_runs_and_the_depth_order(tmp_path):
-    from lmreport.config import make_config
+    from lmreport.regime import candidate_config
 
     for layers, test in ((1, 200), (2, 150), (3, 140)):
         run = tmp_path / "A" / f"L{layers}"
         run.mkdir(parents=True)
-        make_config("converged", layers=layers).to_json(run / "config.json")
+        candidate_config("A", layers, 141, tmp_path).to_json(run / "config.json")
         curves([300, 100, 90], [300, test + 1, test]).to_csv(run / "metrics.csv", index=False)
         (run / "status.json").write_text('{"status": "finished"}')
     table = pilot_table(tmp_path)
-    assert list(table.layers) == [1, 2, 3] and table["depth order"].all()
-    assert list(table["min test"]) == [200, 150, 140]
+    a = table[table.candidate == "A"]
+    assert list(a.layers) == [1, 2, 3] and a["depth order"].all()
+    assert list(a["min test"]) == [200, 150, 140]
+    # Alr shares A's 2- and 3-layer runs (same settings) and has no 1-layer run of its own
+    alr = table[table.candidate == "Alr"]
+    assert list(alr.layers) == [2, 3] and list(alr.folder) == ["A/L2", "A/L3"] and alr["depth order"].isna().all()
 
 
 def test_committed_pilot_runs_are_their_candidates_settings():
@@ -75,26 +79,18 @@ def test_an_unknown_candidate_is_named():
 
     from lmreport.regime import candidate_config
 
-    with pytest.raises(ValueError, match="candidate='Z' is invalid: one of A, Alr"):
+    with pytest.raises(ValueError, match="candidate='Z' is invalid: one of A, Alr, B, Blr"):
         candidate_config("Z", 1, 141, ".")
 
 
-def test_readme_pilot_table_is_what_the_committed_runs_say():
-    """Each row of the README's pilot table (candidate, layers, best epoch, min test,
-    train at best, train/test) against pilot_table on the committed runs."""
+def test_readme_pilot_block_is_what_the_committed_runs_say():
+    """The README's pilot block is generated (pilot --update-readme); it must equal what the
+    committed pilot runs render today."""
     from pathlib import Path
+
+    from lmreport.regime import README_END, README_START, pilot_markdown
 
     root = Path(__file__).resolve().parents[1]
     text = (root / "README.md").read_text(encoding="utf-8")
-    section = text.split("### Converged profile (issue #17)")[1].split("\nEpoch times")[0]
-    table = pilot_table(root / "results" / "converged" / "pilot")
-    rows = [line.split("|")[1:-1] for line in section.splitlines()
-            if line.startswith("| A")]
-    assert len(rows) == len(table) == 4
-    for cells in rows:
-        cand = cells[0].split(":")[0].strip()
-        run = table[(table.candidate == cand) & (table.layers == int(cells[1]))].iloc[0]
-        assert int(cells[3]) == run["best epoch"]
-        assert int(cells[4]) == round(run["min test"])
-        assert int(cells[5]) == round(run["train at best"])
-        assert float(cells[6]) == round(run["train/test"], 2)
+    block = text.split(README_START + "\n")[1].split("\n" + README_END)[0]
+    assert block == pilot_markdown(root / "results" / "converged" / "pilot")

@@ -11,11 +11,15 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import papermill as pm
 from nbconvert import HTMLExporter, PDFExporter
+from tqdm.auto import tqdm
 
 from .data import CommandFailed
 from .files import make_folder, write_bytes, write_text
@@ -24,16 +28,43 @@ from .report import figures_dir
 
 REPORT_NOTEBOOKS = ("01_landscape_modification.ipynb", "02_adabelief_derivation.ipynb", "04_report.ipynb",
                     "05_sharpness.ipynb", "06_published_audit.ipynb", "07_generation.ipynb")
-# Per-profile papermill settings: smoke models are measured with few iterations so the
-# whole smoke report builds in minutes.
+# Per-profile papermill settings: the smoke report measures two of the three seeds (enough
+# for every paired statistic) with the fewest iterations each measure allows, so that the
+# whole smoke report builds in minutes (issue #20); its numbers mean nothing anyway.
 PROFILE_PARAMS = {
-    "smoke": {"05_sharpness.ipynb": dict(batches=1, lanczos_steps=5, hutchinson_probes=4,
-                                          average_samples=2, worst_steps=1, slice_points=5)},
+    "smoke": {"05_sharpness.ipynb": dict(batches=1, lanczos_steps=3, hutchinson_probes=2, seeds=[141, 6],
+                                          average_samples=1, worst_steps=1, slice_points=3)},
 }
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
 LATEX_TEMPLATE = Path(__file__).parent / "templates" / "latex_unicode"
 PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-xetex "
             "texlive-fonts-recommended texlive-plain-generic pandoc fonts-dejavu)")
+
+
+HEARTBEAT_S = 5.0  # a bar is redrawn at least this often, so a long cell never looks like a hang
+
+
+@contextmanager
+def heartbeat(bar: tqdm, every: float = HEARTBEAT_S):
+    """Redraw ``bar`` (its elapsed time) every ``every`` seconds while the block runs."""
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield bar
+    finally:
+        stop.set()
+        thread.join()
+
+
+def format_phases(phases: dict) -> str:
+    """{"grid": 126.0, "notebooks": 114.2, "html": 4.1} -> 'grid 2.1 min, notebooks 1.9 min, html 4 s'."""
+    return ", ".join(f"{name} {s / 60:.1f} min" if s >= 60 else f"{name} {s:.0f} s" for name, s in phases.items())
 
 
 class GridFailed(CommandFailed):
@@ -45,8 +76,11 @@ class NotebookFailed(CommandFailed):
 
 
 def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
-                      data_dir: str | None = None, notebook_params: dict | None = None) -> list[Path]:
-    """Run the ``REPORT_NOTEBOOKS`` headless; executed copies go to ``out_dir``."""
+                      data_dir: str | None = None, notebook_params: dict | None = None,
+                      progress: bool = True, seconds: dict | None = None) -> list[Path]:
+    """Run the ``REPORT_NOTEBOOKS`` headless; executed copies go to ``out_dir``. A bar over
+    the notebooks names the one running and its cell; ``seconds`` (if given) receives each
+    notebook's wall time."""
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def where(path: Path) -> str:
@@ -71,17 +105,34 @@ def execute_notebooks(profile: str, root: Path, out_dir: Path, figures: Path,
     for name, extra in PROFILE_PARAMS.get(profile, {}).items():
         params[name].update(extra)
     paths = []
+    bar = tqdm(total=len(REPORT_NOTEBOOKS), desc="notebooks", unit="nb", disable=not progress)
+    with heartbeat(bar):
+        for name in REPORT_NOTEBOOKS:
+            target = out_dir / name
+            cells = len(nbformat.read(notebooks_dir() / name, as_version=4).cells) + 1  # + injected parameters
+            bar.set_postfix_str(name)
+
+            def on_cell_start(cell, cell_index, name=name, cells=cells, **_):
+                bar.set_postfix_str(f"{name}, cell {cell_index + 1}/{cells}")
+
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(notebooks_dir() / name, target,
+                                    parameters={**params[name], **(notebook_params or {}).get(name, {})},
+                                    kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
+                                    # the kernel's own warning about TCP on this machine's loopback is noise
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"], on_cell_start=on_cell_start)
+            except pm.PapermillExecutionError as err:  # the notebook keeps the traceback, in its cell
+                bar.close()
+                raise NotebookFailed(f"{name} failed in cell [{err.exec_count}]: {err.ename}: {err.evalue}; "
+                                     f"the traceback is in {target}") from None
+            if seconds is not None:
+                seconds[name] = time.perf_counter() - start
+            bar.update(1)
+    bar.set_postfix_str("")
+    bar.close()
     for name in REPORT_NOTEBOOKS:
         target = out_dir / name
-        try:
-            pm.execute_notebook(notebooks_dir() / name, target,
-                                parameters={**params[name], **(notebook_params or {}).get(name, {})},
-                                kernel_name="python3", progress_bar=False, cwd=str(notebooks_dir()),
-                                # the kernel's own warning about TCP on this machine's loopback is noise
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        except pm.PapermillExecutionError as err:  # the notebook keeps the traceback, in its cell
-            raise NotebookFailed(f"{name} failed in cell [{err.exec_count}]: {err.ename}: {err.evalue}; "
-                                 f"the traceback is in {target}") from None
         book = nbformat.read(target, as_version=4)
         book.metadata.papermill.update(input_path=where(notebooks_dir() / name), output_path=where(target))
         for cell in book.cells:  # papermill gives the cell it adds a random id
@@ -136,12 +187,15 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
         if os.environ.get(var) and not Path(os.environ[var]).expanduser().is_absolute():
             os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
     load_corpus(data_dir, progress=progress)  # notebooks 02, 05 and 07 read PTB: fail before the first
-    result = {"failed": [], "held": []}
+    result = {"failed": [], "held": [], "phases": {}, "notebook_seconds": {}}
+    phases = result["phases"]
     if train:
         make_folder(root / profile / "runs", "results_dir")
+        start = time.perf_counter()
         summary = run_grid(profile, jobs=PROFILES[profile].grid_jobs if jobs is None else jobs, data_dir=data_dir,
                            root=root, progress=progress, threads=threads)
-        result["failed"], result["held"] = summary["failed"], summary["held"]
+        phases["grid"] = time.perf_counter() - start
+        result["failed"], result["held"], result["trained"] = summary["failed"], summary["held"], summary["ran"]
     runs, _ = collect_runs(profile, root)
     if not (runs["status"] == "finished").any():
         if result["failed"]:
@@ -149,20 +203,91 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
                                f"first: {result['failed'][0][0]}: {result['failed'][0][1]}")
         raise ValueError(f"profile={profile!r} has no finished runs in {root / profile / 'runs'}: train them "
                          f"first (python -m lmreport grid --profile {profile}) or add --train")
+    start = time.perf_counter()
     paths = execute_notebooks(profile, root, root / profile / "notebooks", figures, data_dir,
-                              notebook_params)
+                              notebook_params, progress, result["notebook_seconds"])
+    phases["notebooks"] = time.perf_counter() - start
     book = combine(paths, f"lmreport: AdaBelief-LM on Penn Treebank ({profile} profile)")
-    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                           exclude_output_prompt=True).from_notebook_node(book)
-    result["html"] = root / profile / "report.html"
-    write_text(result["html"], html)
+    start = time.perf_counter()
+    with _step("HTML", progress):
+        html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                               exclude_output_prompt=True).from_notebook_node(book)
+        result["html"] = root / profile / "report.html"
+        write_text(result["html"], html)
+    phases["HTML"] = time.perf_counter() - start
     if pdf and shutil.which("xelatex"):
-        exporter = PDFExporter(extra_template_paths=[str(LATEX_TEMPLATE)], template_file="lmreport.tex.j2",
-                               exclude_input=True,
-                               exclude_input_prompt=True, exclude_output_prompt=True)
-        body, _ = exporter.from_notebook_node(book, resources={"metadata": {"path": str(root / profile)}})
-        result["pdf"] = root / profile / "report.pdf"
-        write_bytes(result["pdf"], body)
+        start = time.perf_counter()
+        with _step("PDF (xelatex)", progress):
+            exporter = PDFExporter(extra_template_paths=[str(LATEX_TEMPLATE)], template_file="lmreport.tex.j2",
+                                   exclude_input=True,
+                                   exclude_input_prompt=True, exclude_output_prompt=True)
+            body, _ = exporter.from_notebook_node(book, resources={"metadata": {"path": str(root / profile)}})
+            result["pdf"] = root / profile / "report.pdf"
+            write_bytes(result["pdf"], body)
+        phases["PDF"] = time.perf_counter() - start
     elif pdf:
         result["pdf_hint"] = PDF_HINT
     return result
+
+
+@contextmanager
+def _step(what: str, progress: bool):
+    """A one-step bar whose elapsed time keeps moving while ``what`` is written."""
+    bar = tqdm(total=1, desc=what, unit="file", disable=not progress)
+    with heartbeat(bar):
+        yield
+    bar.update(1)
+    bar.close()
+
+
+QUICKSTART_START, QUICKSTART_END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
+
+
+def process_wall_seconds() -> float | None:
+    """Seconds since this process started (what ``time`` calls real), from /proc on Linux."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timing_record(result: dict, argv: list[str], profile: str, train: bool) -> dict:
+    """What a report build took, where: the record the README's quick-start timing cites."""
+    import platform
+    import subprocess
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() \
+        else platform.processor()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or None
+    return {"date": time.strftime("%Y-%m-%d"), "command": "python -m lmreport " + " ".join(argv),
+            "profile": profile, "train": train, "commit": commit, "cpu": cpu, "cores": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "wall_s": process_wall_seconds(), "phases_s": result["phases"],
+            "notebooks_s": result["notebook_seconds"], "grid_runs_trained": result.get("trained")}
+
+
+def render_quickstart(record: dict, record_path: str) -> str:
+    """The README's quick-start timing sentence, from a timing record."""
+    minutes = record["wall_s"] / 60
+    slowest = max(record["notebooks_s"], key=record["notebooks_s"].get)
+    return (f"On {record['date']}, `{record['command']}` took **{minutes:.1f} minutes** on the "
+            f"{record['cores']}-core development machine ({record['cpu']}, torch {record['torch']}; "
+            f"wall time of the process, commit {record['commit']}): "
+            f"{format_phases(record['phases_s'])}; the slowest notebook was {slowest.split('_')[0]} "
+            f"({record['notebooks_s'][slowest]:.0f} s). Recorded in `{record_path}`.")
+
+
+def update_readme_quickstart(readme: Path, record_path: Path) -> bool:
+    import json
+
+    from .files import replace_block
+
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    shown = os.path.relpath(record_path.resolve(), readme.resolve().parent)
+    return replace_block(readme, QUICKSTART_START, QUICKSTART_END, lambda: render_quickstart(record, shown))

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--update-readme", action="store_true",
                           help="rewrite the README's results block of this profile from the new tables")
     p_report.add_argument("--no-progress", dest="progress", action="store_false")
+    p_report.add_argument("--record", metavar="FILE", default=None,
+                          help="write what the build took (phases, notebooks, process wall time, machine) "
+                               "as JSON; with --update-readme, rewrite the README's quick-start timing from it "
+                               "(instead of the profile's results block)")
 
     p_pilot = sub.add_parser("pilot", help="score the converged profile's pilot runs against the study's regime")
     p_pilot.add_argument("--root", default=None, help="pilot folder (default: results/converged/pilot)")
@@ -310,16 +314,39 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if summary["failed"] else 0
         elif args.command == "report":
             from .build import build_report
+            if args.record:
+                from pathlib import Path
+
+                from .files import make_folder
+                make_folder(Path(args.record).resolve().parent, "record")  # before hours of work, not after
             result = build_report(args.profile, train=args.train, jobs=args.jobs, pdf=args.pdf,
                                   root=args.results_dir, data_dir=args.data_dir, progress=args.progress,
                                   threads=args.threads)
             for key in ("html", "pdf"):
                 if key in result:
                     print(f"wrote {result[key]}")
+            from .build import format_phases
+            print(f"phases: {format_phases(result['phases'])} (notebooks: "
+                  + ", ".join(f"{n.split('_')[0]} {s:.0f} s" for n, s in result["notebook_seconds"].items()) + ")")
+            if args.record:
+                import json
+                from pathlib import Path
+
+                from .build import timing_record
+                from .files import write_text
+                record = timing_record(result, (argv if argv is not None else sys.argv[1:]), args.profile, args.train)
+                write_text(Path(args.record), json.dumps(record, indent=2) + "\n")
+                print(f"wrote {args.record} (the process took {record['wall_s'] / 60:.1f} min)")
             if args.update_readme:
+                from pathlib import Path
+
                 from .report import project_dir, update_readme
                 readme = project_dir() / "README.md"
-                changed = update_readme(args.profile, readme, root=args.results_dir)
+                if args.record:
+                    from .build import update_readme_quickstart
+                    changed = update_readme_quickstart(readme, Path(args.record))
+                else:
+                    changed = update_readme(args.profile, readme, root=args.results_dir)
                 print(f"{'updated' if changed else 'unchanged'}: {readme}")
             if "pdf_hint" in result:
                 print(result["pdf_hint"])

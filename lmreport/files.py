@@ -84,14 +84,16 @@ def make_folder(path: str | Path, setting: str) -> Path:
     return path
 
 
-def replace_block(path: str | Path, start: str, end: str, body: str) -> bool:
+def replace_block(path: str | Path, start: str, end: str, body) -> bool:
     """Rewrite the text between the marker lines ``start`` and ``end`` of a file (a README's
-    generated block), atomically; whether it changed. A file without both markers is a
-    one-line error."""
+    generated block), atomically; whether it changed. ``body`` is the text or a function
+    that makes it (called only once the markers are found). A file without both markers is
+    a one-line error."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if start not in text or end not in text:
         raise ValueError(f"{path} has no {start} ... {end} block")
+    body = body() if callable(body) else body
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     new = f"{head}{start}\n{body}\n{end}{tail}"

@@ -556,4 +556,4 @@ def update_readme(profile: str, readme: str | Path | None = None, root: str | Pa
     """Replace the README block between the profile's results markers; whether it changed."""
     readme = Path(readme) if readme else project_dir() / "README.md"
     return replace_block(readme, README_START.format(profile=profile), README_END.format(profile=profile),
-                         readme_results(profile, root))
+                         lambda: readme_results(profile, root))

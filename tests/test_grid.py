@@ -126,6 +126,9 @@ def test_report_tables_and_html_and_the_hint_without_xelatex(smoke_grid, tmp_pat
     result = build_report("smoke", root=smoke_grid, figures_root=tmp_path / "figures",
                           data_dir=str(ptb_dir), notebook_params=QUICK)
     assert "pdf" not in result and "texlive-xetex" in result["pdf_hint"]
+    from lmreport.build import REPORT_NOTEBOOKS
+    assert list(result["phases"]) == ["notebooks", "HTML"] and list(result["notebook_seconds"]) == list(REPORT_NOTEBOOKS)
+    assert sum(result["notebook_seconds"].values()) <= result["phases"]["notebooks"]
     tables = smoke_grid / "smoke" / "tables"
     table = pd.read_csv(tables / "table_4_1_1layer.csv")
     assert table["variant"].tolist() == ["adabelief", "lm-cbrt"] and table["n seeds"].tolist() == [2, 2]
@@ -295,3 +298,19 @@ def test_a_report_notebook_that_raises_is_one_line_naming_its_cell(tmp_path):
                                              r"ValueError: .*nonsense.*; the traceback is in .*01_landscape"):
         execute_notebooks("smoke", tmp_path, tmp_path / "notebooks", tmp_path / "figures",
                           notebook_params={"01_landscape_modification.ipynb": {"f": "nonsense", "n_runs": 2}})
+
+
+def test_a_long_step_keeps_its_bar_moving_and_phases_read_as_minutes():
+    import io
+
+    from tqdm import tqdm
+
+    from lmreport.build import format_phases, heartbeat
+
+    out = io.StringIO()
+    bar = tqdm(total=1, desc="notebooks", file=out, mininterval=0)
+    with heartbeat(bar, every=0.05):
+        time.sleep(0.5)  # a cell that prints nothing
+    bar.close()
+    assert out.getvalue().count("\r") >= 5  # redrawn with its elapsed time, not silent
+    assert format_phases({"grid": 126.0, "notebooks": 114.2, "HTML": 4.1}) == "grid 2.1 min, notebooks 1.9 min, HTML 4 s"

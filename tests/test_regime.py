@@ -94,3 +94,18 @@ def test_readme_pilot_block_is_what_the_committed_runs_say():
     text = (root / "README.md").read_text(encoding="utf-8")
     block = text.split(README_START + "\n")[1].split("\n" + README_END)[0]
     assert block == pilot_markdown(root / "results" / "converged" / "pilot")
+
+
+def test_a_one_layer_run_is_shared_by_candidates_that_differ_only_between_layers(tmp_path):
+    from lmreport.regime import candidate_config, shared_run
+
+    run = tmp_path / "Blr" / "L1"
+    run.mkdir(parents=True)
+    candidate_config("Blr", 1, 141, tmp_path).to_json(run / "config.json")
+    curves([300, 100, 90], [300, 201, 200]).to_csv(run / "metrics.csv", index=False)
+    (run / "status.json").write_text('{"status": "finished"}')
+    table = pilot_table(tmp_path)
+    assert list(table.candidate) == ["Blr", "C"] and set(table.folder) == {"Blr/L1"}
+    from lmreport.regime import pilot_runs
+    assert shared_run(candidate_config("C", 1, 141, tmp_path), pilot_runs(tmp_path)) == run
+    assert shared_run(candidate_config("C", 2, 141, tmp_path), pilot_runs(tmp_path)) is None

@@ -195,7 +195,7 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
         summary = run_grid(profile, jobs=PROFILES[profile].grid_jobs if jobs is None else jobs, data_dir=data_dir,
                            root=root, progress=progress, threads=threads)
         phases["grid"] = time.perf_counter() - start
-        result["failed"], result["held"], result["trained"] = summary["failed"], summary["held"], summary["ran"]
+        result["failed"], result["held"], result["trained"] = summary["failed"], summary["held"], summary.get("ran")
     runs, _ = collect_runs(profile, root)
     if not (runs["status"] == "finished").any():
         if result["failed"]:

@@ -197,11 +197,15 @@ def pilot_markdown(root: str | Path) -> str:
               "| train/test | last-fifth gain | converged | gap | drops | depth order | epoch s | run folder |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.to_dict("records"):
+        if pd.isna(r.get("best epoch")):  # started, no epoch finished yet
+            lines.append(f"| {r['candidate']} | {r['layers']} | {r['seed']} | {r['status']} | 0 |"
+                         + " – |" * 10 + f" `{r['folder']}` |")
+            continue
         order = r["depth order"]
         lines.append(
-            f"| {r['candidate']} | {r['layers']} | {r['seed']} | {r['status']} | {r['epochs']} | {r['best epoch']} "
+            f"| {r['candidate']} | {r['layers']} | {r['seed']} | {r['status']} | {r['epochs']:.0f} | {r['best epoch']:.0f} "
             f"| {r['min test']:.0f} | {r['train at best']:.0f} | {r['train/test']:.2f} | {100 * r['last-fifth gain']:.2f}% "
-            f"| {yes[r['converged']]} | {yes[r['gap']]} | {yes[r['drops']]} "
+            f"| {yes[bool(r['converged'])]} | {yes[bool(r['gap'])]} | {yes[bool(r['drops'])]} "
             f"| {'–' if pd.isna(order) else yes[bool(order)]} | {r['epoch s']:.0f} | `{r['folder']}` |")
     return "\n".join(lines)
 

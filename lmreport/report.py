@@ -294,44 +294,6 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
     return lines
 
 
-def plot_curves(epochs, layers: int, seed: int = 141, title: str = ""):
-    """Figures 4.2–4.4: train and held-out perplexity per epoch, one line per variant."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    data = epochs[(epochs["layers"] == layers) & (epochs["seed"] == seed)].copy()
-    data["variant"] = data["variant"].map(variant_label)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
-    for ax, (column, name) in zip(axes, (("train_ppl", "train perplexity"),
-                                         ("test_ppl", 'test perplexity (the study\'s "valid")'))):
-        sns.lineplot(data=data, x="epoch", y=column, hue="variant", ax=ax, lw=1.5)
-        ax.set(yscale="log", ylabel=name)
-    axes[1].get_legend().remove()
-    fig.suptitle(title or f"{layers}-layer LSTM, seed {seed}")
-    fig.tight_layout()
-    return fig
-
-
-def plot_spread(runs, layers: int, title: str = ""):
-    """Figures 4.5–4.7: the minimum perplexities of each seed, per variant."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    data = runs[(runs["layers"] == layers) & (runs["status"] == "finished")]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, column in zip(axes, ("min_train", "min_test")):
-        sns.boxplot(data=data, x="label", y=column, ax=ax, color="0.9", fliersize=0)
-        # one fixed offset per seed (no random jitter): a rebuild redraws the figure byte for byte
-        sns.stripplot(data=data, x="label", y=column, hue="seed", ax=ax, size=7, palette="deep",
-                      dodge=True, jitter=False)
-        ax.set(xlabel="", ylabel=METRICS[column])
-        ax.tick_params(axis="x", rotation=30)
-    axes[1].get_legend().remove()
-    fig.suptitle(title or f"{layers}-layer LSTM: spread over seeds")
-    fig.tight_layout()
-    return fig
-
-
 def save_table(table, name: str, folder: str | Path, floatfmt="g") -> list[Path]:
     """CSV (exact numbers) and Markdown side by side. The Markdown keeps six significant
     digits by default, so a p-value of 0.0036 or a residual of 8e-12 does not print as 0.00."""

@@ -1,0 +1,194 @@
+"""One plotting style for every figure of the report, and the headline figure.
+
+Every variant has one colour and one marker in every figure (``variant_style``): the
+study's AdaBelief-LM family in a sequential blue-to-purple ramp ordered by f (x² … ∛x, so
+the ordering the thesis argues about reads as a gradient), the baseline in black, the
+ablations in a separate family of warm colours with open markers. ``use_style`` sets the
+matplotlib/seaborn defaults the notebooks share.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# study family: AdaBelief-LM by f, from the weakest smoothing to the strongest
+STUDY_STYLE = {
+    "adabelief": ("#000000", "o"),
+    "lm-x2": ("#9ecae1", "s"),
+    "lm-x": ("#4292c6", "D"),
+    "lm-sqrt": ("#2171b5", "^"),
+    "lm-cbrt": ("#54278f", "v"),
+}
+# ablations and other optimizers: warm colours, open markers
+OTHER_STYLE = {
+    "lm-cbrt-czero": ("#d94801", "P"),
+    "lm-x2-czero": ("#fd8d3c", "X"),
+    "lm-cbrt-cglobal": ("#a63603", "*"),
+    "adabelief-whh-trained": ("#636363", "h"),
+    "lm-cbrt-whh-trained": ("#e7298a", "p"),
+    "adabelief-wdx2": ("#1b9e77", "d"),
+    "adam": ("#8c6d31", "<"),
+    "adam-lm-cbrt": ("#bd9e39", ">"),
+    "sgd": ("#7f7f7f", "8"),
+}
+PUBLISHED_MARKER = dict(marker="D", facecolor="none", edgecolor="#d62728", s=55, linewidths=1.6, zorder=4)
+METRIC_LABELS = {"min_test": "min test PPL", "test_at_best_valid": "test PPL at the best-valid epoch"}
+
+
+def variant_style(variant: str) -> dict:
+    """Colour, marker and fill of a variant, the same in every figure."""
+    if variant in STUDY_STYLE:
+        color, marker = STUDY_STYLE[variant]
+        return {"color": color, "marker": marker, "filled": True}
+    color, marker = OTHER_STYLE.get(variant, ("#bcbd22", "o"))
+    return {"color": color, "marker": marker, "filled": False}
+
+
+def use_style() -> None:
+    """The report's defaults: white grid, readable sizes, legends framed, figures saved tight."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    mpl.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "savefig.bbox": "tight",
+                         "legend.frameon": True, "legend.framealpha": 0.95, "axes.titlesize": 12,
+                         "axes.labelsize": 11})
+
+
+def plot_paired_differences(paired, published: dict | None = None, metrics=("min_test", "test_at_best_valid"),
+                            title: str = ""):
+    """The headline figure: per depth, each variant minus AdaBelief (paired by seed), the
+    mean and its 95% t-interval per metric, a zero line, and the published difference
+    (min test only; the study did not publish test at the best-valid epoch) beside it.
+
+    ``paired``: ``report.paired_against_baseline`` rows (baseline AdaBelief);
+    ``published``: (layers, variant) -> published min test PPL (``report.PUBLISHED``'s
+    second value), or None.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = paired[paired["baseline"] == "AdaBelief"]
+    depths = sorted(rows["layers"].unique())
+    variants = list(dict.fromkeys(rows["variant"]))
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.3 * len(depths) + 0.6, 0.55 * len(variants) + 1.8),
+                             sharey=True, squeeze=False)
+    offsets = np.linspace(-0.18, 0.18, len(metrics)) if len(metrics) > 1 else [0.0]
+    fills = {"min_test": "full", "test_at_best_valid": "none"}
+    for ax, layers in zip(axes[0], depths):
+        ax.axvline(0, color="0.35", lw=1, zorder=1)
+        for y, variant in enumerate(variants):
+            style = variant_style(variant)
+            for off, metric in zip(offsets, metrics):
+                row = rows[(rows["layers"] == layers) & (rows["variant"] == variant) & (rows["metric"] == metric)]
+                if row.empty:
+                    continue
+                r = row.iloc[0]
+                if np.isfinite(r.get("95% CI low", np.nan)):
+                    ax.plot([r["95% CI low"], r["95% CI high"]], [y + off] * 2, color=style["color"], lw=2.2,
+                            solid_capstyle="butt", zorder=2)
+                ax.plot(r["mean difference"], y + off, marker=style["marker"], color=style["color"], ms=7,
+                        fillstyle=fills.get(metric, "full"), markeredgewidth=1.5, zorder=3, ls="none")
+            if published and (layers, variant) in published and (layers, "adabelief") in published:
+                diff = published[(layers, variant)] - published[(layers, "adabelief")]
+                ax.scatter([diff], [y + offsets[0] - 0.22], **PUBLISHED_MARKER)
+        ax.set_title(f"{layers} layer{'s' if layers > 1 else ''}")
+        ax.set_xlabel("variant − AdaBelief (perplexity)")
+        ax.grid(axis="y", visible=False)
+    axes[0][0].set_yticks(range(len(variants)))
+    axes[0][0].set_yticklabels([r["label"] for _, r in rows.drop_duplicates("variant").iterrows()])
+    axes[0][0].invert_yaxis()
+    handles = [Line2D([], [], color="0.2", marker="o", ls="-", fillstyle=fills.get(m, "full"), lw=2.2,
+                      label=f"{METRIC_LABELS.get(m, m)}: mean and 95% interval over paired seeds")
+               for m in metrics]
+    if published:
+        handles.append(Line2D([], [], marker="D", ls="none", markerfacecolor="none", markeredgecolor="#d62728",
+                              markeredgewidth=1.6, label="published difference in min test PPL (Siow 2024)"))
+    fig.legend(handles=handles, loc="lower center", ncol=1, bbox_to_anchor=(0.5, -0.02), frameon=False)
+    fig.suptitle(title or "Each variant against AdaBelief, paired by seed (left of zero: the variant is better)")
+    fig.tight_layout(rect=(0, 0.04 * len(handles) + 0.01, 1, 1))
+    return fig
+
+
+def _legend_right(fig, ax, title: str | None = None) -> None:
+    """The variants' legend to the right of the panels, never over data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend():
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title=title, frameon=False)
+
+
+def plot_curves_vs_baseline(epochs, layers: int, when=(), baseline: str = "adabelief", title: str = ""):
+    """Figures 4.2–4.4: left, the test perplexity per epoch of each variant (mean over its
+    seeds, log scale); right, each variant minus the baseline per epoch, paired by seed (mean
+    line, band from the lowest to the highest seed), where raw curves a pixel apart separate.
+    Dotted verticals: the lr drops."""
+    import matplotlib.pyplot as plt
+
+    from .report import variant_label
+
+    data = epochs[epochs["layers"] == layers]
+    variants = list(dict.fromkeys(data["variant"]))
+    base = data[data["variant"] == baseline].set_index(["seed", "epoch"])["test_ppl"]
+    fig, (raw, diff) = plt.subplots(1, 2, figsize=(12.5, 4.4))
+    every = max(1, int(data["epoch"].max()) // 8)
+    for variant in variants:
+        style = variant_style(variant)
+        group = data[data["variant"] == variant]
+        mean = group.groupby("epoch")["test_ppl"].mean()
+        kw = dict(color=style["color"], marker=style["marker"], markevery=every, ms=5, lw=1.6,
+                  fillstyle="full" if style["filled"] else "none", label=variant_label(variant))
+        raw.plot(mean.index, mean.to_numpy(), **kw)
+        if variant == baseline:
+            continue
+        d = (group.set_index(["seed", "epoch"])["test_ppl"] - base).dropna().groupby(level="epoch")
+        if not len(d):
+            continue
+        diff.plot(d.mean().index, d.mean().to_numpy(), **kw)
+        diff.fill_between(d.min().index, d.min().to_numpy(), d.max().to_numpy(), color=style["color"], alpha=0.15, lw=0)
+    for ax in (raw, diff):
+        for epoch in when:
+            ax.axvline(epoch - 0.5, color="0.5", ls=":", lw=1)
+        ax.set_xlabel("epoch")
+    diff.axhline(0, color="0.3", lw=1)
+    raw.set(yscale="log", ylabel="test perplexity (mean over seeds)")
+    diff.set(ylabel=f"variant − {variant_label(baseline)} (test PPL, paired by seed)")
+    n_seeds = data.groupby("variant")["seed"].nunique().max()
+    diff.set_title(f"band: lowest to highest of {n_seeds} seeds", fontsize=10)
+    _legend_right(fig, raw)
+    fig.suptitle(title or f"{layers}-layer LSTM: test perplexity per epoch (dotted: lr ÷ 10)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_paired_seeds(runs, layers: int, metrics=("min_train", "min_test"), title: str = ""):
+    """Figures 4.5–4.7: each run's value per variant, the runs of one seed joined by a line
+    (for n ≤ 5 seeds a box hides the pairing: a seed that is worst for every variant moves
+    all of its points together), the seed named at the line's end."""
+    import matplotlib.pyplot as plt
+
+    from .report import METRICS, variant_label
+
+    data = runs[(runs["layers"] == layers) & (runs["status"] == "finished")]
+    variants = list(dict.fromkeys(data["variant"]))
+    x = {v: i for i, v in enumerate(variants)}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for seed, group in data.groupby("seed"):
+            group = group.assign(pos=group["variant"].map(x)).sort_values("pos")
+            ax.plot(group["pos"], group[metric], color="0.65", lw=1, zorder=1)
+            last = group.iloc[-1]
+            ax.annotate(f"seed {seed}", (last["pos"], last[metric]), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=8, color="0.35")
+        for variant in variants:
+            style = variant_style(variant)
+            values = data[data["variant"] == variant][metric]
+            ax.scatter([x[variant]] * len(values), values, s=48, zorder=3, marker=style["marker"],
+                       facecolor=style["color"] if style["filled"] else "white", edgecolor=style["color"], linewidths=1.5)
+        ax.set_xticks(range(len(variants)))
+        ax.set_xticklabels([variant_label(v) for v in variants], rotation=30, ha="right", rotation_mode="anchor")
+        ax.set_xlim(-0.5, len(variants) - 0.5 + 0.6)  # room for the seed names
+        ax.set(ylabel=METRICS.get(metric, metric), xlabel="")
+        ax.grid(axis="x", visible=False)
+    fig.suptitle(title or f"{layers}-layer LSTM: every run, joined by seed")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,43 @@
+"""The plotting style and the headline figure."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+
+from lmreport.figures import OTHER_STYLE, STUDY_STYLE, plot_paired_differences, variant_style  # noqa: E402
+from lmreport.grid import DERIVED_VARIANTS, VARIANTS  # noqa: E402
+
+
+def test_every_variant_has_its_own_colour_and_the_families_differ_in_fill():
+    names = list(VARIANTS) + list(DERIVED_VARIANTS)
+    colours = [variant_style(v)["color"] for v in names]
+    assert len(set(colours)) == len(names)
+    assert set(STUDY_STYLE) | set(OTHER_STYLE) == set(names)
+    assert all(variant_style(v)["filled"] for v in STUDY_STYLE) and not any(variant_style(v)["filled"] for v in OTHER_STYLE)
+
+
+def test_headline_figure_shows_intervals_zero_and_the_published_difference_outside_the_data():
+    rows = []
+    for layers in (1, 2):
+        for variant, label in (("lm-x2", "AdaBelief-LM x²"), ("lm-cbrt", "AdaBelief-LM ∛x")):
+            for metric in ("min_test", "test_at_best_valid"):
+                rows.append({"layers": layers, "variant": variant, "label": label, "baseline": "AdaBelief",
+                             "metric": metric, "n pairs": 3, "mean difference": -1.0,
+                             "95% CI low": -2.0, "95% CI high": 0.5})
+    published = {(1, "adabelief"): 84.3, (1, "lm-x2"): 84.7, (1, "lm-cbrt"): 84.0,
+                 (2, "adabelief"): 66.5, (2, "lm-x2"): 65.6, (2, "lm-cbrt"): 64.0}
+    fig = plot_paired_differences(pd.DataFrame(rows), published)
+    axes = fig.axes
+    assert [a.get_title() for a in axes] == ["1 layer", "2 layers"]
+    assert [t.get_text() for t in axes[0].get_yticklabels()] == ["AdaBelief-LM x²", "AdaBelief-LM ∛x"]
+    # per panel: a zero line, 2 variants x 2 metrics of (interval, dot), 2 published markers
+    assert sum(1 for line in axes[0].lines if list(line.get_xdata()) == [0, 0]) == 1
+    assert len(axes[0].collections) == 2
+    offsets = sorted(round(float(x), 2) for c in axes[1].collections for x, _ in c.get_offsets())
+    assert offsets == [-2.5, -0.9]  # 64.0 - 66.5 and 65.6 - 66.5
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert all(legend.y1 <= a.get_window_extent().y0 for a in axes)  # below every panel, over no data

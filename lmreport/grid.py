@@ -289,6 +289,10 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     check_before_running(todo, root, data_dir, device, progress)
     if todo:
         make_folder(root / profile / "runs", "results_dir")
+        if progress:
+            from .projection import describe, project_grid
+            tqdm.write(f"grid {profile}: {len(todo)} runs to train; from epochs measured on this kind of machine:\n"
+                       + describe(project_grid(todo, root, jobs)))
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     failures: list[tuple[Job, str]] = []
     held: list[Job] = []

@@ -215,3 +215,14 @@ def update_readme(readme: str | Path, root: str | Path) -> bool:
     from .files import replace_block
 
     return replace_block(readme, README_START, README_END, lambda: pilot_markdown(root))
+
+
+def seeds_needed(sd: float, baseline: float, target: float = 0.01, most: int = 30) -> int | None:
+    """The fewest seeds n whose paired 95% t-interval, t(0.975, n-1) * sd / sqrt(n), is at most
+    ``target`` of the baseline perplexity (None if more than ``most``)."""
+    from scipy import stats
+
+    for n in range(2, most + 1):
+        if stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) <= target * baseline:
+            return n
+    return None

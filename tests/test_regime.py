@@ -109,3 +109,12 @@ def test_a_one_layer_run_is_shared_by_candidates_that_differ_only_between_layers
     from lmreport.regime import pilot_runs
     assert shared_run(candidate_config("C", 1, 141, tmp_path), pilot_runs(tmp_path)) == run
     assert shared_run(candidate_config("C", 2, 141, tmp_path), pilot_runs(tmp_path)) is None
+
+
+def test_seeds_needed_for_a_one_percent_interval():
+    from lmreport.regime import seeds_needed
+
+    # sd 1 PPL at baseline 200: 2 PPL allowed; n=3 gives 4.30/1.73 = 2.48, n=4 3.18/2 = 1.59
+    assert seeds_needed(1.0, 200) == 4
+    assert seeds_needed(0.1, 200) == 2
+    assert seeds_needed(50.0, 200) is None

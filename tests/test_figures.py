@@ -41,3 +41,44 @@ def test_headline_figure_shows_intervals_zero_and_the_published_difference_outsi
     fig.canvas.draw()
     legend = fig.legends[0].get_window_extent()
     assert all(legend.y1 <= a.get_window_extent().y0 for a in axes)  # below every panel, over no data
+
+
+def test_the_document_numbers_sections_figures_and_tables_and_gives_images_their_captions():
+    import nbformat
+
+    from lmreport.document import META_KEY, add_alt_text, number_document
+
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    book = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 4 · The tables\n\nText.\n\n## Tables 4.1–4.3"),
+        nbformat.v4.new_code_cell(outputs=[
+            nbformat.v4.new_output("display_data", data={"text/markdown": "| a |\n|---|\n| 1 |"}),
+            nbformat.v4.new_output("display_data", data=png, metadata={META_KEY: {"caption": "Curves: lr drops move them."}}),
+        ]),
+        nbformat.v4.new_markdown_cell("# 5 · Sharpness\n```\n# not a heading\n```"),
+        nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", data=png)]),
+    ])
+    numbered = number_document(book)
+    assert [(s["number"], s["title"]) for s in numbered["sections"]] == [
+        ("1", "The tables"), ("1.1", "Tables 4.1–4.3"), ("2", "Sharpness")]
+    assert numbered["figures"] == ["Curves: lr drops move them.", "Sharpness"]  # no caption: its section
+    assert numbered["tables"] == ["Tables 4.1–4.3"]
+    assert book.cells[0].source.splitlines()[2:] == ["- [1 The tables](#sec-1)", "    - [1.1 Tables 4.1–4.3](#sec-1-1)",
+                                                    "- [2 Sharpness](#sec-2)"]
+    outs = book.cells[2].outputs
+    assert outs[0].data["text/markdown"].endswith("**Table 1.** Tables 4.1–4.3")
+    assert outs[3].data["text/markdown"].endswith("**Figure 1.** Curves: lr drops move them.")
+    assert "# not a heading" in book.cells[3].source
+    html = ('<div class="jp-OutputArea-output"><img src="a"></div><p><img src="x"></p>'
+            '<div class="jp-OutputArea-output"><img src="b"></div>')
+    out = add_alt_text(html, numbered["figures"])
+    assert 'alt="Figure 1: Curves: lr drops move them."' in out and 'alt="Figure 2: Sharpness"' in out
+    assert '<img src="x"/>' in out  # not an output image: left alone
+
+
+def test_maths_becomes_mathml_and_prices_stay_text():
+    from lmreport.document import render_maths
+
+    out = render_maths("Scale $1/(f(x)+\\epsilon)$, cost $5 or $6, and $$x^2$$.")
+    assert out.count("<math") == 2 and 'display="block"' in out and 'display="inline"' in out
+    assert "cost $5 or $6" in out and "$$" not in out

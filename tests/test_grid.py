@@ -141,6 +141,15 @@ def test_report_tables_and_html_and_the_hint_without_xelatex(smoke_grid, tmp_pat
     html = result["html"].read_text()
     assert "Table 4.1" in html and "AdaBelief-LM ∛x" in html and "<img" in html
     assert "injected-parameters" not in html and "Parameters (papermill)" not in html
+    # a document: contents first, sections numbered without gaps, figures numbered and captioned
+    numbered = result["numbered"]
+    tops = [s["number"] for s in numbered["sections"] if s["level"] == 1]
+    assert tops == [str(k) for k in range(1, len(tops) + 1)] and len(tops) == 6
+    assert html.index(">Contents<") < html.index('id="sec-1"') < html.index('id="sec-2"')
+    assert "**Figure 1.**" not in html and "<strong>Figure 1.</strong>" in html
+    assert "No description has been provided" not in html and 'alt="Figure 1: ' in html
+    assert "<math" in html  # notebook 01's formulas, as MathML: no CDN needed
+    assert any(c.startswith("Each variant minus AdaBelief, paired by seed") for c in numbered["figures"])
     for name in ("fig4_2_curves_1layer", "fig4_5_spread_1layer", "sharpness_vs_test_perplexity"):
         assert (tmp_path / "figures" / "smoke" / f"{name}.png").is_file()
     # notebooks 05-07 ran on the same runs

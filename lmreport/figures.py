@@ -192,3 +192,38 @@ def plot_paired_seeds(runs, layers: int, metrics=("min_train", "min_test"), titl
     fig.suptitle(title or f"{layers}-layer LSTM: every run, joined by seed")
     fig.tight_layout()
     return fig
+
+
+def wilson_interval(k, n: int, z: float = 1.96):
+    """95% Wilson score interval of a binomial proportion k/n (arrays welcome)."""
+    k = np.asarray(k, dtype=float)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)  # rounding: never below 0
+
+
+def plot_escape_fractions(results: dict, steps: int, title: str = ""):
+    """Toy model: per method, the fraction of runs past the barrier after each step, with its
+    95% Wilson band (n runs per method); dashed lines are the LM versions. A method that never
+    escapes lies on the zero line, which is drawn inside the axes so it stays visible."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    step_axis = np.arange(1, steps + 1)
+    bases = list(dict.fromkeys(m.removesuffix("-lm") for m in results))
+    colors = dict(zip(bases, sns.color_palette("colorblind", n_colors=len(bases))))
+    for method, times in results.items():
+        n = len(times)
+        escaped = (np.asarray(times)[:, None] <= step_axis).sum(axis=0)
+        low, high = wilson_interval(escaped, n)
+        color = colors[method.removesuffix("-lm")]
+        ax.fill_between(step_axis, low, high, color=color, alpha=0.12, lw=0)
+        ax.plot(step_axis, escaped / n, lw=2, color=color, ls="--" if method.endswith("-lm") else "-",
+                label=f"{method} ({escaped[-1] / n:.0%} by step {steps})")
+    ax.set(xlabel="step", ylabel="fraction of runs past the barrier", ylim=(-0.03, 1.03), xlim=(1, steps))
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig

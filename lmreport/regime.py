@@ -52,6 +52,9 @@ CANDIDATES: dict[str, dict] = {
     # Blr with less dropout between layers (0.25 -> 0.1), the dropout that grows with depth:
     # B's 3-layer model trails its 2-layer one; its 1-layer run is Blr's (no such dropout)
     "C": {**_B, "lr": 1e-2, "dropouth": 0.1},
+    # Blr trained 1.5x longer (45 epochs, drops before 23 and 33): do more updates separate
+    # the 3-layer model from the 2-layer one, which is flat by the end of 30 epochs?
+    "D": {**_B, "lr": 1e-2, "epochs": 45, "when": scaled_when(45)},
 }
 
 

@@ -82,3 +82,13 @@ def test_maths_becomes_mathml_and_prices_stay_text():
     out = render_maths("Scale $1/(f(x)+\\epsilon)$, cost $5 or $6, and $$x^2$$.")
     assert out.count("<math") == 2 and 'display="block"' in out and 'display="inline"' in out
     assert "cost $5 or $6" in out and "$$" not in out
+
+
+def test_wilson_interval_brackets_the_proportion_and_stays_in_0_1():
+    import numpy as np
+
+    from lmreport.figures import wilson_interval
+
+    low, high = wilson_interval(np.array([0, 5, 10]), 10)
+    assert low[0] == 0 and 0 < high[0] < 0.35 and high[2] == 1 and 0.9 > low[2] > 0.65
+    assert low[1] < 0.5 < high[1]

@@ -167,3 +167,22 @@ def test_readme_faithfulness_table_is_what_the_committed_calibration_runs_say():
     for flags, train_ppl, test_ppl in rows:
         metrics = pd.read_csv(root / "results" / "paper" / "calibration" / folders[flags] / "metrics.csv").iloc[0]
         assert (f"{metrics.train_ppl:.2f}", f"{metrics.test_ppl:.2f}") == (train_ppl, test_ppl), flags
+
+
+def test_readme_quickstart_timing_is_the_committed_timing_record():
+    """The quick-start timing in the README is rendered from a committed record
+    (report --record FILE --update-readme), so it cannot drift from what was measured."""
+    import json
+    import re
+    from pathlib import Path
+
+    from lmreport.build import QUICKSTART_END, QUICKSTART_START, render_quickstart
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    block = text.split(QUICKSTART_START + "\n")[1].split("\n" + QUICKSTART_END)[0]
+    path = re.search(r"Recorded in `([^`]+)`", block)
+    assert path, "the README's quick-start block names no timing record"
+    record = json.loads((root / path.group(1)).read_text(encoding="utf-8"))
+    assert block == render_quickstart(record, path.group(1))
+    assert record["profile"] == "smoke" and record["train"] and record["wall_s"] > 0

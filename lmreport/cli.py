@@ -247,6 +247,15 @@ def _cluster_grid(args) -> int:
     return 1 if any(r["status"] in ("failed", "diverged") for r in rows) and not args.status else 0
 
 
+def _held_and_failed(outcome: dict, held_note: str) -> int:
+    """List the runs another grid held and the runs that failed; the exit status."""
+    for name in outcome["held"]:
+        print(f"  {held_note}: {name}")
+    for name, error in outcome["failed"]:
+        print(f"  failed {name}: {error}")
+    return 1 if outcome["failed"] else 0
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -307,11 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({summary['jobs']} at once, {_count(summary['threads_per_job'], 'thread')} each), "
                   f"{len(summary['failed'])} failed"
                   + (f", {len(summary['held'])} left to another grid running them" if summary["held"] else ""))
-            for name in summary["held"]:
-                print(f"  held by another grid: {name}")
-            for name, error in summary["failed"]:
-                print(f"  failed {name}: {error}")
-            return 1 if summary["failed"] else 0
+            return _held_and_failed(summary, "held by another grid")
         elif args.command == "report":
             from .build import build_report
             if args.record:
@@ -350,11 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'updated' if changed else 'unchanged'}: {readme}")
             if "pdf_hint" in result:
                 print(result["pdf_hint"])
-            for name in result["held"]:
-                print(f"  held by another grid (not finished in this report): {name}")
-            for name, error in result["failed"]:
-                print(f"  failed {name}: {error}")
-            return 1 if result["failed"] else 0
+            return _held_and_failed(result, "held by another grid (not finished in this report)")
         elif args.command == "variants":
             from .grid import DERIVED_VARIANTS, STUDY_VARIANTS, VARIANTS
             for name, spec in VARIANTS.items():

@@ -227,3 +227,37 @@ def plot_escape_fractions(results: dict, steps: int, title: str = ""):
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def plot_slice_rise_vs_baseline(slices, baseline: str = "adabelief"):
+    """Sharpness along a filter-normalised direction: per depth, each variant's loss rise
+    L(w + αd) − L(w) minus AdaBelief's at the same α, paired by seed (mean line, band from the
+    lowest to the highest seed). The raw parabolas of nine variants overlap; their differences
+    show which minimum is flatter (below zero: flatter than AdaBelief's)."""
+    import matplotlib.pyplot as plt
+
+    from .report import variant_label
+
+    depths = sorted(slices["layers"].unique())
+    fig, axes = plt.subplots(1, len(depths), figsize=(4.4 * len(depths) + 2.4, 3.8), squeeze=False)
+    for ax, layers in zip(axes[0], depths):
+        data = slices[slices["layers"] == layers]
+        base = data[data["variant"] == baseline].set_index(["seed", "slice_alpha"])["rise"]
+        for variant in dict.fromkeys(data["variant"]):
+            if variant == baseline:
+                continue
+            style = variant_style(variant)
+            d = (data[data["variant"] == variant].set_index(["seed", "slice_alpha"])["rise"] - base).dropna()
+            if not len(d):
+                continue
+            g = d.groupby(level="slice_alpha")
+            ax.plot(g.mean().index, g.mean().to_numpy(), color=style["color"], marker=style["marker"], ms=4,
+                    fillstyle="full" if style["filled"] else "none", lw=1.5, label=variant_label(variant))
+            ax.fill_between(g.min().index, g.min().to_numpy(), g.max().to_numpy(), color=style["color"],
+                            alpha=0.12, lw=0)
+        ax.axhline(0, color="0.3", lw=1)
+        ax.set(title=f"{layers} layer{'s' if layers > 1 else ''}", xlabel="α (filter-normalised direction)",
+               ylabel=f"rise − {variant_label(baseline)}'s rise (nats)")
+    _legend_right(fig, axes[0][0])
+    fig.tight_layout()
+    return fig

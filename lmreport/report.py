@@ -489,6 +489,14 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
                  f"{done['hours'].sum():.1f} hours of training and evaluation summed over runs"
                  + (f", {wall:.1f} hours of wall time for the grid sittings logged in "
                     f"`results/{profile}/grid_sittings.csv`." if wall == wall else "."))
+    headline = figures_dir(profile) / "fig0_headline_paired_differences.png"
+    if headline.is_file():
+        parts += ["", f"![Each variant minus AdaBelief at `{profile}` scale, paired by seed, with 95% intervals and "
+                  f"the published differences]({headline.relative_to(project_dir()).as_posix()})", "",
+                  "*The headline (notebook 04): per depth, each variant minus AdaBelief over the seeds they "
+                  "share — dot the mean, bar the 95% t-interval; filled: min test PPL, open: test PPL at the "
+                  "best-valid epoch; red diamond: the published difference (min test). Left of zero the "
+                  "variant is better.*"]
     for layers in sorted(done["layers"].unique()):
         k = {1: 1, 2: 2, 3: 3}.get(layers, layers)
         parts += ["", f"**Table 4.{k} at `{profile}` scale, {layers}-layer LSTM** (mean ± std over seeds; "

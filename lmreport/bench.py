@@ -215,9 +215,11 @@ def _timed(fn, n: int, device: torch.device) -> float:
 class _Bench:
     """One paper-style model with a fixed batch and a fixed batch-1 test stream."""
 
-    def __init__(self, layers: int, profile: str, eval_tokens: int, device: torch.device, tf32: bool):
+    def __init__(self, layers: int, profile: str, eval_tokens: int, device: torch.device, tf32: bool,
+                 batch_size: int | None = None):
         self.layers, self.device, self.eval_tokens = layers, device, eval_tokens
-        self.config = make_config(profile, layers=layers, optimizer="adabelief-lm", f="sqrt", seed=0, tf32=tf32)
+        self.config = make_config(profile, layers=layers, optimizer="adabelief-lm", f="sqrt", seed=0, tf32=tf32,
+                                  batch_size=batch_size)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         torch.manual_seed(0)
@@ -286,9 +288,11 @@ class _Bench:
 
 
 def bench_model(layers: int, profile: str = "paper", steps: int = 8, warmup: int = 2,
-                eval_tokens: int = 5600, device: torch.device | None = None, tf32: bool = False) -> dict:
-    """The package's training step and evaluation for one depth."""
-    return _Bench(layers, profile, eval_tokens, device or select_device("auto"), tf32).fast(steps, warmup)
+                eval_tokens: int = 5600, device: torch.device | None = None, tf32: bool = False,
+                batch_size: int | None = None) -> dict:
+    """The package's training step and evaluation for one depth (``batch_size``: the
+    profile's unless given)."""
+    return _Bench(layers, profile, eval_tokens, device or select_device("auto"), tf32, batch_size).fast(steps, warmup)
 
 
 def _speedups(row: dict, ref: dict, tag: str) -> dict:
@@ -500,7 +504,7 @@ def _print_breakdown(rows: list[dict], compare: bool, on_gpu: bool) -> None:
         print(line, flush=True)
 
 
-def _record_path(out: str | None, default_name: str) -> Path:
+def record_path(out: str | None, default_name: str) -> Path:
     """Where a bench record goes (``out``, else results/bench/), checked before anything is
     measured, so a bad path does not cost the measurements."""
     path = Path(out) if out else (repo_root() or Path.cwd()) / "results" / "bench" / default_name
@@ -527,7 +531,7 @@ def eval_accuracy(run_dir: str | Path, checkpoint: str = "checkpoint", out: str 
     for needed in (run_dir / "config.json", weights):
         if not needed.is_file():
             raise ValueError(f"run_dir={str(run_dir)!r} is invalid: no {needed.name} there (train the run first)")
-    path = _record_path(out, f"eval-accuracy-{run_dir.name}.json")
+    path = record_path(out, f"eval-accuracy-{run_dir.name}.json")
     if threads:
         torch.set_num_threads(threads)
     config = RunConfig.from_json(run_dir / "config.json").validate()
@@ -593,7 +597,7 @@ def run_bench(layers=(1, 2, 3), steps: int = 8, warmup: int = 2, eval_tokens: in
         for n in layers:
             check_data(corpus, make_config(profile, layers=n, epochs=epochs, **CONCURRENT_RUN))
     now = datetime.now(timezone.utc)
-    path = _record_path(out, f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json")
+    path = record_path(out, f"{'concurrent' if concurrent else 'bench'}-{dev.type}-{now:%Y%m%d-%H%M%S}.json")
     if dev.type == "cuda":
         configure_numerics(tf32 is True, deterministic)
     # --compare times the reference-structured code first, with the C allocator as the

@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="instead: train one study run of the profile on PTB, alone and N copies at "
                               "once (one process each, as grid --jobs N); epoch seconds, projected grid "
                               "hours, and whether every copy's numbers equal the run alone")
+    p_bench.add_argument("--batch-bound", type=int, default=None, metavar="K",
+                         help="instead: the most that training K runs of one depth as one batched model "
+                              "could gain, from the step time at K times the batch (lmreport/batchbound.py)")
     p_bench.add_argument("--epochs", type=int, default=2, help="epochs per run with --concurrent")
     p_bench.add_argument("--data-dir", default=None, help="PTB folder for --concurrent")
     p_bench.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
@@ -291,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench" and args.eval_accuracy:
             from .bench import eval_accuracy
             eval_accuracy(args.eval_accuracy, out=args.out, threads=args.threads, data_dir=args.data_dir)
+        elif args.command == "bench" and args.batch_bound is not None:
+            from .batchbound import run as run_batch_bound
+            run_batch_bound(args.profile, args.layers, args.batch_bound, args.steps, args.warmup,
+                            args.device, args.threads, args.out)
         elif args.command == "bench":
             from .bench import run_bench
             run_bench(layers=args.layers, steps=args.steps, warmup=args.warmup,

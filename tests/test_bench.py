@@ -309,3 +309,24 @@ def test_differences_print_as_powers_of_ten_and_zero_as_zero():
     from lmreport.benchtables import _power_of_ten
 
     assert (_power_of_ten(7.8e-7), _power_of_ten(1.3e-07), _power_of_ten(0.0)) == ("7.8 × 10⁻⁷", "1.3 × 10⁻⁷", "0")
+
+
+def test_batch_bound_measures_both_batches_and_states_the_bound(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from lmreport.batchbound import run
+
+    out = tmp_path / "bound.json"
+    record = run("smoke", layers=[1], factor=2, steps=1, warmup=0, device="cpu", out=str(out))
+    row = record["rows"][0]
+    assert row["batch_size"] == 20 and row["factor"] == 2
+    assert row["cost_ratio"] == pytest.approx(row["step_ms_at_factor_batch"] / row["step_ms"])
+    assert row["max_gain_of_batching"] == pytest.approx(max(0.0, 1 - row["cost_ratio"] / 2))
+    assert json.loads(out.read_text())["rows"] == record["rows"]
+    assert "batching gains at most" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="factor=1 is invalid: an integer >= 2"):
+        run("smoke", factor=1, out=str(tmp_path / "x.json"))
+    with pytest.raises(ValueError, match="profile='big' is invalid"):
+        run("big", out=str(tmp_path / "x.json"))

@@ -294,9 +294,13 @@ PROFILES: dict[str, Profile] = {
         "study's 99:45:56 split of 200 epochs, scaled); full validation and test splits.",
         dict(emsize=200, nhid=400, epochs=8, when=[5, 7], max_train_tokens=200_000), grid_jobs=2),
     "converged": Profile(
-        "Reduced scale trained into the study's regime (issue #17; README, Results): "
-        "provisional while the pilot runs.",
-        dict(emsize=200, nhid=400, epochs=16, when=[9, 13], max_train_tokens=100_000), grid_jobs=2),
+        "Reduced scale trained into the study's regime (issue #17; README, Results): pilot "
+        "candidate D. emsize 128, nhid 256, the first 200k training tokens, 45 epochs with "
+        "lr/10 before epochs 23 and 33 (the study's 99:45:56 split, scaled), lr 1e-2 at every "
+        "depth (at the published 1e-3 the 1-layer model still underfits after 30 epochs), "
+        "test scored at batch 10 like validation; full validation and test splits.",
+        dict(emsize=128, nhid=256, epochs=45, when=[23, 33], max_train_tokens=200_000, test_batch_size=10),
+        lr={"adabelief": 1e-2}, grid_jobs=2),
     "smoke": Profile(
         "Tiny model (16/32) on the first 20k training tokens and 4k eval tokens, 2 epochs, "
         "lr/10 at epoch 2. Exercises every code path in seconds; numbers mean nothing.",

@@ -57,6 +57,10 @@ CANDIDATES: dict[str, dict] = {
     "D": {**_B, "lr": 1e-2, "epochs": 45, "when": scaled_when(45)},
 }
 
+# The candidate the converged profile (config.PROFILES["converged"]) was set to; a test
+# keeps the two equal.
+PROFILE_CANDIDATE = "D"
+
 
 def candidate_config(candidate: str, layers: int, seed: int, root: str | Path, **runtime):
     """The RunConfig of one pilot run: the study's settings with the candidate's values,
@@ -75,10 +79,23 @@ def candidate_config(candidate: str, layers: int, seed: int, root: str | Path, *
 
 
 def pilot_runs(root: str | Path) -> dict[Path, "RunConfig"]:
-    """Every pilot run folder under ``root/<candidate>/`` and its config."""
+    """Every pilot run folder under ``root/<candidate>/`` and its config, and the converged
+    grid's finished runs beside it (``root/../runs/``): once a candidate is the profile, the grid's
+    AdaBelief runs of more seeds are that candidate's pilot runs too (same settings)."""
     from .config import RunConfig
 
-    return {p.parent: RunConfig.from_json(p) for p in sorted(Path(root).glob("*/*/config.json"))}
+    from .train import read_status
+
+    root = Path(root)
+    grid = [p for p in sorted((root.parent / "runs").glob("*/config.json"))
+            if read_status(p.parent)["status"] == "finished"]  # one in flight is the grid's business
+    found = sorted(root.glob("*/*/config.json")) + grid
+    runs, seen = {}, set()
+    for path in found:  # a grid run that links to a pilot run is that one run, listed once
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            runs[path.parent] = RunConfig.from_json(path)
+    return runs
 
 
 def acting_settings(config) -> dict:
@@ -207,7 +224,7 @@ def pilot_markdown(root: str | Path) -> str:
         order = r["depth order"]
         lines.append(
             f"| {r['candidate']} | {r['layers']} | {r['seed']} | {r['status']} | {r['epochs']:.0f} | {r['best epoch']:.0f} "
-            f"| {r['min test']:.0f} | {r['train at best']:.0f} | {r['train/test']:.2f} | {100 * r['last-fifth gain']:.2f}% "
+            f"| {r['min test']:.1f} | {r['train at best']:.0f} | {r['train/test']:.2f} | {100 * r['last-fifth gain']:.2f}% "
             f"| {yes[bool(r['converged'])]} | {yes[bool(r['gap'])]} | {yes[bool(r['drops'])]} "
             f"| {'–' if pd.isna(order) else yes[bool(order)]} | {r['epoch s']:.0f} | `{r['folder']}` |")
     return "\n".join(lines)
@@ -229,3 +246,48 @@ def seeds_needed(sd: float, baseline: float, target: float = 0.01, most: int = 3
         if stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) <= target * baseline:
             return n
     return None
+
+
+# The converged grid: the study's five variants and the three ablations the issue names
+GRID_VARIANTS = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt",
+                 "lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained")
+GRID_START, GRID_END = "<!-- converged-grid:begin -->", "<!-- converged-grid:end -->"
+
+
+def grid_progress(results: str | Path, profile: str = "converged", variants=GRID_VARIANTS) -> pd.DataFrame:
+    """Per variant and depth: the planned seeds and how many of their runs finished."""
+    from .grid import plan
+    from .train import read_status
+
+    results = Path(results)
+    rows = []
+    for job in plan(profile, variants=list(variants), root=results, check=False):
+        rows.append({"variant": job.variant, "layers": job.layers, "seed": job.seed,
+                     "finished": read_status(job.run_dir(results))["status"] == "finished"})
+    return pd.DataFrame(rows)
+
+
+def grid_markdown(results: str | Path, profile: str = "converged") -> str:
+    """The README's grid-progress block: finished/planned runs per variant and depth, and the
+    wall time of the grid sittings so far (``grid_sittings.csv``)."""
+    progress = grid_progress(results, profile)
+    table = progress.pivot_table(index="variant", columns="layers", values="finished", aggfunc=["sum", "count"],
+                                 sort=False)
+    lines = ["| variant | 1 layer | 2 layers | 3 layers |", "|---|---|---|---|"]
+    for variant in dict.fromkeys(progress.variant):
+        cells = [f"{int(table.loc[variant, ('sum', n)])}/{int(table.loc[variant, ('count', n)])}" for n in (1, 2, 3)]
+        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
+    sittings_path = Path(results) / profile / "grid_sittings.csv"
+    sittings = pd.read_csv(sittings_path) if sittings_path.is_file() else pd.DataFrame()
+    hours = sittings["wall_minutes"].sum() / 60 if len(sittings) else 0.0
+    lines += ["", f"{int(progress.finished.sum())} of {len(progress)} planned runs finished; "
+              f"{len(sittings)} grid sitting(s) so far, {hours:.1f} h of wall time in all "
+              f"(`results/{profile}/grid_sittings.csv`)."]
+    return "\n".join(lines)
+
+
+def update_grid_readme(readme: str | Path, results: str | Path) -> bool:
+    """Re-render the README's converged-grid block from the run folders."""
+    from .files import replace_block
+
+    return replace_block(readme, GRID_START, GRID_END, lambda: grid_markdown(results))

@@ -118,3 +118,63 @@ def test_seeds_needed_for_a_one_percent_interval():
     assert seeds_needed(1.0, 200) == 4
     assert seeds_needed(0.1, 200) == 2
     assert seeds_needed(50.0, 200) is None
+
+
+def test_the_converged_profile_is_the_chosen_candidate():
+    """The profile's values are typed in config.py; they must train what the pilot scored."""
+    from lmreport.config import make_config
+    from lmreport.regime import PROFILE_CANDIDATE, acting_settings, candidate_config
+
+    for layers in (1, 2, 3):
+        for seed in (141, 6):
+            profile = make_config("converged", layers=layers, seed=seed)
+            assert acting_settings(profile) == acting_settings(candidate_config(PROFILE_CANDIDATE, layers, seed, "."))
+
+
+def test_the_committed_converged_baselines_meet_the_regime_criteria():
+    """Issue #17's acceptance on the committed runs: every finished AdaBelief run of the
+    chosen candidate (pilot folders and the grid's runs) is converged, has the study's
+    generalisation gap and lr drops that act, at every depth, and the depth means are in
+    the study's order. Fails as soon as a committed run breaks a criterion."""
+    from pathlib import Path
+
+    from lmreport.regime import PROFILE_CANDIDATE
+
+    root = Path(__file__).resolve().parents[1] / "results" / "converged" / "pilot"
+    table = pilot_table(root)
+    chosen = table[(table.candidate == PROFILE_CANDIDATE) & (table.status == "finished")]
+    assert set(chosen.layers) == {1, 2, 3}, "a depth has no finished baseline run"
+    bad = chosen[~(chosen.converged & chosen.gap & chosen.drops).astype(bool)]
+    assert bad.empty, bad[["layers", "seed", "converged", "gap", "drops"]].to_string()
+    means = chosen.groupby("layers")["min test"].mean()
+    assert means[3] < means[2] < means[1], means.to_dict()
+
+
+def test_readme_converged_grid_block_is_what_the_committed_runs_say():
+    from pathlib import Path
+
+    from lmreport.regime import GRID_END, GRID_START, grid_markdown
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    block = text.split(GRID_START + "\n")[1].split("\n" + GRID_END)[0]
+    assert block == grid_markdown(root / "results")
+
+
+def test_grid_progress_counts_finished_runs_per_variant_and_depth(tmp_path):
+    import json
+
+    from lmreport.regime import GRID_VARIANTS, grid_markdown, grid_progress
+
+    run = tmp_path / "converged" / "runs" / "L2-lm-x-s6"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"status": "finished", "epoch": 45}))
+    (tmp_path / "converged" / "grid_sittings.csv").write_text(
+        "started,wall_minutes,ran,skipped,failed,jobs,threads_per_job,host,variants,outcome\n"
+        "2026-12-03T16:00:00+0000,90.0,1,0,0,2,1,vm,x,interrupted\n"
+        "2026-12-04T10:00:00+0000,30.0,0,1,0,2,1,vm,x,complete\n")
+    progress = grid_progress(tmp_path)
+    assert len(progress) == len(GRID_VARIANTS) * 3 * 3 and progress.finished.sum() == 1
+    text = grid_markdown(tmp_path)
+    assert "| `lm-x` | 0/3 | 1/3 | 0/3 |" in text
+    assert "1 of 72 planned runs finished; 2 grid sitting(s) so far, 2.0 h of wall time in all" in text

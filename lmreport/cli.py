@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--jobs", type=int, default=None, help="runs at once with --train")
     p_report.add_argument("--threads", type=int, default=None,
                           help="torch threads per run with --train (default: the cores divided by --jobs)")
+    p_report.add_argument("--executor", default=None, choices=("papermill", "inprocess"),
+                          help="how --train runs the grid (see grid --executor); default: inprocess for "
+                               "the smoke profile, papermill (an executed notebook 03 per run) otherwise")
     p_report.add_argument("--data-dir", default=None)
     p_report.add_argument("--results-dir", default=None, help=RESULTS_HELP)
     p_report.add_argument("--no-pdf", dest="pdf", action="store_false")
@@ -203,9 +206,11 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
 
     helps = _field_help(ClusterOptions)
     group = parser.add_argument_group("executor (pip install -e \".[cluster]\" for local and slurm)")
-    group.add_argument("--executor", default="papermill", choices=("papermill",) + EXECUTORS,
-                       help="papermill: --jobs notebook runs here (default); local: submitit's local "
-                            "executor; slurm: one SLURM job per run, as a job array")
+    group.add_argument("--executor", default="papermill", choices=("papermill", "inprocess") + EXECUTORS,
+                       help="papermill: --jobs notebook runs here (default); inprocess: --jobs worker "
+                            "processes here that each train run after run, no notebook per run (same "
+                            "numbers, seconds less per run); local: submitit's local executor; slurm: "
+                            "one SLURM job per run, as a job array")
     group.add_argument("--status", action="store_true",
                        help="with --executor local|slurm: list each run's status, job id and job state; submit nothing")
     group.add_argument("--wait", action="store_true", help="with --executor slurm: wait until no job is queued or running")
@@ -306,18 +311,20 @@ def main(argv: list[str] | None = None) -> int:
                       tf32="effect" if args.tf32_effect else args.tf32, breakdown=args.breakdown,
                       concurrent=args.concurrent, epochs=args.epochs, deterministic=args.deterministic,
                       data_dir=args.data_dir)
-        elif args.command == "grid" and (args.executor != "papermill" or args.status):
-            if args.executor == "papermill":
+        elif args.command == "grid" and (args.executor not in ("papermill", "inprocess") or args.status):
+            if args.executor in ("papermill", "inprocess"):
                 raise ValueError("--status lists the jobs of --executor local or slurm")
             return _cluster_grid(args)
         elif args.command == "grid":
             from .grid import run_grid
+            from .inprocess import executor_named
             signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: log the sitting, keep checkpoints
             summary = run_grid(args.profile, args.layers, args.variants, args.seeds,
                                jobs=PROFILES[args.profile].grid_jobs if args.jobs is None else args.jobs,
                                shard=args.shard,
                                data_dir=args.data_dir, device=args.device, root=args.results_dir,
-                               progress=args.progress, threads=args.threads)
+                               progress=args.progress, threads=args.threads,
+                               executor=executor_named(args.executor))
             print(f"grid {summary['profile']}: {_count(summary['total'], 'run')}, {summary['skipped']} already "
                   f"done, {summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
                   f"({summary['jobs']} at once, {_count(summary['threads_per_job'], 'thread')} each), "
@@ -333,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 make_folder(Path(args.record).resolve().parent, "record")  # before hours of work, not after
             result = build_report(args.profile, train=args.train, jobs=args.jobs, pdf=args.pdf,
                                   root=args.results_dir, data_dir=args.data_dir, progress=args.progress,
-                                  threads=args.threads)
+                                  threads=args.threads, executor=args.executor)
             for key in ("html", "pdf"):
                 if key in result:
                     print(f"wrote {result[key]}")

@@ -8,6 +8,10 @@ Layout, one folder per run::
         papermill.log                              what the notebook run printed
         checkpoint.pt  best_*.pt                   weights (git-ignored)
 
+``grid --executor inprocess`` (lmreport.inprocess) trains the same runs without a kernel
+each, so its folders have no executed notebook and no papermill.log; executing notebook 03
+on a finished folder draws its curves without training it.
+
 A run is finished only when its own ``status.json`` says so; papermill's exit code is not
 enough (a killed kernel can leave a notebook with every cell marked as run). Finished and
 diverged runs are skipped, anything else is (re)started and resumes from its checkpoint.
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from .train import DONE, RunBusy, mark_interrupted, read_status, run_lock
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()          # set (under _LIVE_LOCK) once the grid is stopping
+BAR_REDRAW_S = 5.0                     # the grid's bar shows its elapsed time at least this often
 
 # Every variant is a set of RunConfig overrides; adding an ablation is one line.
 VARIANTS: dict[str, dict] = {
@@ -119,9 +124,10 @@ class Job:
     def run_dir(self, root: Path) -> Path:
         return root / self.profile / "runs" / self.name
 
-    def config(self, root: Path | None = None):
-        """The run's resolved RunConfig (raises ValueError naming a bad setting)."""
-        return make_config(self.profile, layers=self.layers, seed=self.seed,
+    def config(self, root: Path | None = None, **runtime):
+        """The run's resolved RunConfig (raises ValueError naming a bad setting); ``runtime``
+        sets where and how it trains (run_dir, threads, ...; None keeps the default)."""
+        return make_config(self.profile, layers=self.layers, seed=self.seed, **runtime,
                            **variant_overrides(self.variant, self.profile, self.layers, self.seed, root))
 
     def parameters(self, root: Path, **runtime) -> dict:
@@ -270,14 +276,42 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
+class NotebookRuns:
+    """The papermill executor: each job is a notebook-03 run in a kernel of its own, ``jobs``
+    at once, each waited on by a thread. ``run_grid`` drives any executor with this shape:
+    ``submit(job) -> Future of (job, status, error)``, ``stop()`` on an interrupt (the runs in
+    flight end as interrupted, nothing new starts), ``close()`` at the end."""
+
+    def __init__(self, jobs: int, root: Path, threads: int, data_dir: str | None, device: str | None):
+        self._pool = ThreadPoolExecutor(max_workers=jobs)
+        self._args = (root, threads, data_dir, device)
+        _STOPPING.clear()
+
+    def submit(self, job: Job):
+        return self._pool.submit(run_job, job, *self._args)
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with _LIVE_LOCK:
+            _STOPPING.set()
+            for proc in _LIVE:
+                proc.terminate()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1,
              shard: str | None = None, data_dir: str | None = None, device: str | None = None,
-             root: str | Path | None = None, progress: bool = True, threads: int | None = None) -> dict:
+             root: str | Path | None = None, progress: bool = True, threads: int | None = None,
+             executor=NotebookRuns) -> dict:
     """Run every unfinished job of the grid; returns counts, the failures, and the runs
     left to another grid that was running them (``held``).
 
-    Each of the ``jobs`` notebook runs gets ``threads`` torch threads (default: the
-    cores divided by ``jobs``, so the runs never oversubscribe the machine)."""
+    Each of the ``jobs`` runs at once gets ``threads`` torch threads (default: the cores
+    divided by ``jobs``, so the runs never oversubscribe the machine). ``executor`` is
+    called as ``executor(jobs, root, threads, data_dir, device)`` and runs the jobs
+    (``NotebookRuns``; ``lmreport.inprocess.TrainingWorkers`` without a kernel per run)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs} is invalid: an integer >= 1")
     if threads is not None and threads < 1:
@@ -301,32 +335,31 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
                disable=not progress)
     completed, outcome = 0, "complete"
-    _STOPPING.clear()
-    pool = ThreadPoolExecutor(max_workers=jobs)
+    pool = executor(jobs, root, threads, data_dir, device)
     try:
-        futures = [pool.submit(run_job, j, root, threads, data_dir, device) for j in todo]
-        for fut in as_completed(futures):
-            job, status, error = fut.result()
-            if status == "held":
-                held.append(job)
-            else:
-                completed += 1
-            if status == "failed":
-                failures.append((job, error))
-                bar.write(f"failed: {job.name}: {error}")
-            bar.update(1)
+        pending = {pool.submit(j) for j in todo}
+        while pending:
+            # redrawn at least every few seconds, so a long run never looks like a hang
+            finished, pending = wait(pending, timeout=BAR_REDRAW_S, return_when=FIRST_COMPLETED)
+            bar.refresh()
+            for fut in finished:
+                job, status, error = fut.result()
+                if status == "held":
+                    held.append(job)
+                else:
+                    completed += 1
+                if status == "failed":
+                    failures.append((job, error))
+                    bar.write(f"failed: {job.name}: {error}")
+                bar.update(1)
     except BaseException:
-        # Ctrl-C or SIGTERM: stop the notebook runs (each keeps its last checkpoint and
-        # resumes from it next time) and still log the sitting.
+        # Ctrl-C or SIGTERM: stop the runs (each keeps its last checkpoint and resumes
+        # from it next time) and still log the sitting.
         outcome = "interrupted"
-        pool.shutdown(wait=False, cancel_futures=True)
-        with _LIVE_LOCK:
-            _STOPPING.set()
-            for proc in _LIVE:
-                proc.terminate()
+        pool.stop()
         raise
     finally:
-        pool.shutdown(wait=True)
+        pool.close()
         bar.close()
         summary = {"profile": profile, "total": len(todo_all), "skipped": len(done),
                    "ran": completed, "failed": [(j.name, e) for j, e in failures],

@@ -538,11 +538,13 @@ def run_lock(run_dir: Path, wait: float | None = None, name: str = ".lock", hold
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def train(config: RunConfig, resume: bool = True) -> Path:
+def train(config: RunConfig, resume: bool = True, corpus: Corpus | None = None) -> Path:
     """Train (or resume, or skip if done) the run described by ``config``; return its folder.
 
     With ``resume=False`` a run directory that already holds a checkpoint is refused
-    instead of continued.
+    instead of continued. ``corpus``, if given, is used instead of reading
+    ``config.data_dir`` again (a process training many runs reads PTB once); it must be
+    what ``load_corpus(config.data_dir)`` returns.
     """
     config = config.resolved()
     device = select_device(config.device)
@@ -555,7 +557,7 @@ def train(config: RunConfig, resume: bool = True) -> Path:
         return run_dir
     if not resume and (run_dir / "checkpoint.pt").is_file():
         raise ValueError(f"run dir {run_dir} holds an unfinished run; resume it or choose another run_dir")
-    corpus = load_corpus(config.data_dir, progress=config.progress)
+    corpus = corpus if corpus is not None else load_corpus(config.data_dir, progress=config.progress)
     check_data(corpus, config)
     make_folder(run_dir, "run_dir")
     with run_lock(run_dir):

@@ -121,6 +121,99 @@ def test_killed_grid_restarts_to_the_same_results(smoke_grid, tmp_path, ptb_dir)
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
 
 
+def _config_files(root):
+    import json
+    out = {}
+    for folder in sorted((root / "smoke" / "runs").iterdir()):
+        config = json.loads((folder / "config.json").read_text())
+        assert config.pop("run_dir") == str(folder.resolve())
+        out[folder.name] = config
+    return out
+
+
+def test_inprocess_executor_trains_what_the_notebook_runs_train_and_skips_finished_runs(smoke_grid, tmp_path, ptb_dir):
+    from lmreport.inprocess import TrainingWorkers
+    root = tmp_path / "inprocess"
+    summary = run_grid("smoke", **SMALL, jobs=2, root=root, data_dir=str(ptb_dir), progress=False,
+                       executor=TrainingWorkers)
+    assert summary["ran"] == 4 and not summary["failed"] and summary["threads_per_job"] == 1
+    a, b = _metrics(smoke_grid), _metrics(root)
+    assert a.keys() == b.keys() and len(a) == 4
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_exact=True)
+    assert _config_files(smoke_grid) == _config_files(root)  # the config notebook 03 builds
+    for name in a:
+        status = read_status(root / "smoke" / "runs" / name)
+        assert status["status"] == "finished" and status["threads"] == read_status(smoke_grid / "smoke" / "runs" / name)["threads"]
+        assert not (root / "smoke" / "runs" / name / "03_train_lstm.ipynb").exists()
+    stamps = {f: f.stat().st_mtime_ns for f in (root / "smoke" / "runs").glob("*/metrics.csv")}
+    again = run_grid("smoke", **SMALL, jobs=2, root=root, data_dir=str(ptb_dir), progress=False,
+                     executor=TrainingWorkers)
+    assert again["ran"] == 0 and again["skipped"] == 4
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps
+    sittings = pd.read_csv(root / "smoke" / "grid_sittings.csv")  # a sitting that trained nothing is not logged
+    assert sittings[["ran", "skipped", "failed", "jobs", "outcome"]].values.tolist() == [[4, 0, 0, 2, "complete"]]
+
+
+def test_inprocess_sigterm_interrupts_the_run_and_the_same_command_resumes_it(smoke_grid, tmp_path, ptb_dir):
+    from lmreport.train import run_lock
+    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
+           "--variants", "adabelief", "--seeds", "141", "--jobs", "1", "--executor", "inprocess",
+           "--results-dir", str(tmp_path), "--data-dir", str(ptb_dir), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "smoke" / "runs" / "L1-adabelief-s141"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (run / "checkpoint.pt").exists():
+        time.sleep(0.02)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert read_status(run)["status"] == "interrupted" and len(read_metrics(run)) == 1
+    with run_lock(run, wait=0), run_lock(run, wait=0, name=".grid.lock"):
+        pass  # no worker outlived the grid holding the run
+    sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
+    assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    pd.testing.assert_frame_equal(read_metrics(run).drop(columns=TIMING),
+                                  _metrics(smoke_grid)["L1-adabelief-s141"], check_exact=True)
+
+
+def test_an_inprocess_job_held_or_failing_is_reported_and_bad_executors_are_refused(tmp_path, tiny_corpus):
+    from lmreport.inprocess import executor_named, train_job
+    from lmreport.train import run_lock
+    job = Job("smoke", 1, "adabelief", 141)
+    job.run_dir(tmp_path).mkdir(parents=True)
+    with run_lock(job.run_dir(tmp_path), wait=0, name=".grid.lock"):  # what another grid holds
+        held = train_job(job, tmp_path, 1, str(tiny_corpus), None)
+    assert held[1] == "held" and "run by another grid" in held[2]
+    assert read_status(job.run_dir(tmp_path))["status"] == "missing"
+    (tmp_path / "ptb.txt").write_text("a file, not PTB's folder\n")
+    _, status, error = train_job(job, tmp_path, 1, str(tmp_path / "ptb.txt"), None)
+    assert (status, error) == ("failed", f"DataError: data dir {tmp_path / 'ptb.txt'} is not a folder")
+    with pytest.raises(ValueError, match=r"^executor='kernel' is invalid: one of papermill, inprocess$"):
+        executor_named("kernel")
+
+
+def test_report_train_runs_the_smoke_grid_in_process_unless_told(tmp_path, tiny_corpus, monkeypatch):
+    import lmreport.build as build_mod
+    from lmreport.grid import NotebookRuns
+    from lmreport.inprocess import TrainingWorkers
+    used = []
+
+    def fake_grid(*args, executor, **kwargs):
+        used.append(executor)
+        return {"failed": [("L1-adabelief-s141", "stopped here")], "held": []}
+
+    monkeypatch.setattr(build_mod, "run_grid", fake_grid)
+    for executor in (None, "papermill"):
+        with pytest.raises(build_mod.GridFailed):
+            build_report("smoke", train=True, root=tmp_path, data_dir=str(tiny_corpus), progress=False,
+                         executor=executor)
+    assert used == [TrainingWorkers, NotebookRuns]
+    with pytest.raises(ValueError, match="executor='slurm' is invalid"):
+        build_report("smoke", train=True, root=tmp_path, data_dir=str(tiny_corpus), executor="slurm")
+
+
 def test_report_tables_and_html_and_the_hint_without_xelatex(smoke_grid, tmp_path, ptb_dir, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     result = build_report("smoke", root=smoke_grid, figures_root=tmp_path / "figures",

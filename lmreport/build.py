@@ -4,13 +4,14 @@
 missing grid runs, executes the report notebooks (01, 02, 04, 05, 06 and 07; 03 is the
 per-run notebook the grid executes) into ``results/<P>/notebooks/``, joins
 them into one notebook and writes ``results/<P>/report.html`` (code hidden, figures
-embedded) and, where xelatex is installed, ``results/<P>/report.pdf``.
+embedded) and, where Chromium and Playwright are installed, ``results/<P>/report.pdf``:
+that HTML, printed (``lmreport.pdf``), so the two always carry the same numbers and the
+same build stamp; where they are not, an older PDF is removed rather than left stale.
 """
 from __future__ import annotations
 
 import copy
 import os
-import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
-from nbconvert import HTMLExporter, PDFExporter
+from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
 from .data import CommandFailed
-from .document import add_alt_text, maths_as_mathml, number_document
-from .files import make_folder, write_bytes, write_text
+from .document import add_alt_text, build_stamp, maths_as_mathml, number_document
+from .files import make_folder, write_text
 from .grid import notebooks_dir, results_root, run_grid
 from .inprocess import executor_named
 from .report import figures_dir
@@ -44,9 +45,6 @@ PROFILE_PARAMS = {
 # other profiles keep an executed notebook 03 per run.
 REPORT_EXECUTOR = {"smoke": "inprocess"}
 HIDDEN_TAGS = {"parameters", "injected-parameters"}
-LATEX_TEMPLATE = Path(__file__).parent / "templates" / "latex_unicode"
-PDF_HINT = ("no PDF: xelatex not found (Debian/Ubuntu: apt-get install texlive-xetex "
-            "texlive-fonts-recommended texlive-plain-generic pandoc fonts-dejavu)")
 
 
 HEARTBEAT_S = 5.0  # a bar is redrawn at least this often, so a long cell never looks like a hang
@@ -218,7 +216,8 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
                               notebook_params, progress, result["notebook_seconds"])
     phases["notebooks"] = time.perf_counter() - start
     book = combine(paths, f"lmreport: AdaBelief-LM on Penn Treebank ({profile} profile)")
-    result["numbered"] = number_document(book)
+    result["stamp"] = build_stamp()
+    result["numbered"] = number_document(book, stamp=result["stamp"])
     start = time.perf_counter()
     with _step("HTML", progress):
         html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
@@ -227,18 +226,21 @@ def build_report(profile: str, train: bool = False, jobs: int | None = None, pdf
         result["html"] = root / profile / "report.html"
         write_text(result["html"], html)
     phases["HTML"] = time.perf_counter() - start
-    if pdf and shutil.which("xelatex"):
-        start = time.perf_counter()
-        with _step("PDF (xelatex)", progress):
-            exporter = PDFExporter(extra_template_paths=[str(LATEX_TEMPLATE)], template_file="lmreport.tex.j2",
-                                   exclude_input=True,
-                                   exclude_input_prompt=True, exclude_output_prompt=True)
-            body, _ = exporter.from_notebook_node(book, resources={"metadata": {"path": str(root / profile)}})
-            result["pdf"] = root / profile / "report.pdf"
-            write_bytes(result["pdf"], body)
-        phases["PDF"] = time.perf_counter() - start
-    elif pdf:
-        result["pdf_hint"] = PDF_HINT
+    if pdf:
+        from .pdf import pdf_unavailable, print_pdf
+
+        target = root / profile / "report.pdf"
+        result["pdf_hint"] = pdf_unavailable()
+        if result["pdf_hint"] is None:
+            del result["pdf_hint"]
+            start = time.perf_counter()
+            with _step("PDF (Chromium)", progress):
+                result["pdf_info"] = print_pdf(result["html"], target, result["stamp"])
+                result["pdf"] = target
+            phases["PDF"] = time.perf_counter() - start
+        elif target.is_file():  # a PDF of an earlier build would disagree with this HTML
+            target.unlink()
+            result["pdf_hint"] += f"; removed the older {target.name}"
     return result
 
 

@@ -45,9 +45,33 @@ def _headings(source: str):
             yield i, len(match.group(1)), match.group(2).strip()
 
 
-def number_document(book: nbformat.NotebookNode) -> dict:
+def build_stamp(when: float | None = None) -> str:
+    """'Built 2026-12-03 (UTC) from commit 1a2b3c4': the line the HTML shows under its
+    contents and the PDF in every footer, so a reader can tell the two come from one build.
+    The day, not the time, so a rebuild of the same commit on the same day is byte for byte
+    the same; ``+`` after the commit marks a working tree with uncommitted changes."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    here = Path(__file__).parent
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=here, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":/lmreport", ":/notebooks")) if commit else False
+    day = time.strftime("%Y-%m-%d", time.gmtime(when))
+    return f"Built {day} (UTC)" + (f" from commit {commit}{'+' if dirty else ''}" if commit else "")
+
+
+def number_document(book: nbformat.NotebookNode, stamp: str = "") -> dict:
     """Number sections (1, 1.1, ...) and figures and tables (1, 2, ...) across the whole
-    book, add their captions, put a table of contents first; return the numbered items."""
+    book, add their captions, put a table of contents first (and ``stamp``, the build's
+    date, above it); return the numbered items."""
     sections, figures, tables = [], [], []
     top = sub = 0
     section_title = ""
@@ -81,8 +105,8 @@ def number_document(book: nbformat.NotebookNode) -> dict:
                     figures.append(caption or section_title)
                     outputs.append(caption_output("Figure", len(figures), figures[-1]))
             cell["outputs"] = outputs
-    contents = ["## Contents", ""] + [f"{'    ' if s['level'] == 2 else ''}- [{s['number']} {s['title']}](#{s['anchor']})"
-                                      for s in sections]
+    contents = ([f'<p class="lm-stamp"><em>{stamp}</em></p>', ""] if stamp else []) + ["## Contents", ""] + [
+        f"{'    ' if s['level'] == 2 else ''}- [{s['number']} {s['title']}](#{s['anchor']})" for s in sections]
     book.cells.insert(0, nbformat.v4.new_markdown_cell("\n".join(contents)))
     book.cells[0]["id"] = "contents"
     return {"sections": sections, "figures": figures, "tables": tables}

@@ -73,6 +73,10 @@ PUBLISHED = {
     (3, "adabelief"): (36.8, 61.2), (3, "lm-x2"): (38.8, 61.0), (3, "lm-x"): (38.1, 60.0),
     (3, "lm-sqrt"): (37.5, 59.3), (3, "lm-cbrt"): (37.5, 59.4),
 }
+# notebook 05's sharpness columns as a reader reads them (ρ: the perturbation's relative radius)
+SHARPNESS_LABELS = {"lambda_max": "λ_max", "lambda_min": "λ_min", "trace": "Hessian trace",
+                    "avg_sharpness_0.01": "average sharpness (ρ = 0.01)",
+                    "worst_sharpness_0.001": "worst-case sharpness (ρ = 0.001)", "weight_norm": "weight norm"}
 METRICS = {
     "min_train": "min train PPL",
     "min_test": 'min test PPL (study\'s "valid")',
@@ -369,11 +373,14 @@ def markdown_table(table, floatfmt=".2f") -> str:
                     colalign=["right" if n else "left" for n in numeric])
 
 
-def show_table(table, floatfmt: str = ".2f") -> None:
-    """Display a table as Markdown, which renders in JupyterLab, the HTML and the PDF."""
+def show_table(table, floatfmt: str = ".2f", caption: str = "") -> None:
+    """Display a table as Markdown, which renders in JupyterLab, the HTML and the PDF;
+    ``caption`` (what to see in it) is numbered by the report build and set above it."""
     from IPython.display import Markdown, display
 
-    display(Markdown(markdown_table(table, floatfmt)))
+    from .document import META_KEY
+
+    display(Markdown(markdown_table(table, floatfmt)), metadata={META_KEY: {"caption": caption}} if caption else None)
 
 
 def show_lines(lines: list[str]) -> None:

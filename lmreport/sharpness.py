@@ -296,16 +296,19 @@ def _measure(model: AWDLSTM, train_tokens: torch.Tensor, config: SharpnessConfig
 
 
 def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig | None = None,
-                corpus=None, device: str = "cpu", force: bool = False) -> dict:
+                corpus=None, device: str = "cpu", force: bool = False, fast_malloc: bool = True) -> dict:
     """Measure one run's saved weights; the result is cached in ``<run_dir>/sharpness.json``.
 
     ``checkpoint``: ``best_test`` (the epoch the study's metric reports), ``best_valid``
-    or ``checkpoint`` (the last epoch).
+    or ``checkpoint`` (the last epoch). ``fast_malloc``: on a CPU, tune the process's
+    allocator as training does (``train.tune_cpu_allocator``; the same numbers): every
+    gradient allocates ~56 MB blocks of logits, and without it over half of a smoke-size
+    measurement went to page faults.
     """
     from .config import RunConfig
     from .data import load_corpus
     from .files import write_text
-    from .train import build_model, configure_numerics
+    from .train import build_model, configure_numerics, tune_cpu_allocator
 
     run_dir, config = Path(run_dir), config or SharpnessConfig()
     cached = cached_result(run_dir, checkpoint, config)
@@ -320,6 +323,8 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     state = torch.load(weights, map_location=device, weights_only=False)
     if torch.device(device).type == "cuda":
         configure_numerics(False)  # and deterministic kernels, so a cached result can be repeated
+    elif fast_malloc and torch.device(device).type == "cpu":
+        tune_cpu_allocator()
     torch.manual_seed(run.seed)
     model = build_model(run, len(corpus.dictionary)).to(device)
     model.load_state_dict(state["model"])

@@ -111,3 +111,34 @@ def test_measure_runs_caches_and_skips_runs_without_weights(tmp_path, tiny_corpu
     assert list(table.run_dir) == [runs[0]] and table.lambda_max[0] == first["lambda_max"]
     with pytest.raises(FileNotFoundError, match=r"best_test\.pt is missing"):
         measure_run(runs[1], config=CFG, corpus=corpus)
+
+
+MEASURE_ONE = """
+import json, sys
+from lmreport.sharpness import SharpnessConfig, measure_run
+config = SharpnessConfig(batches=1, lanczos_steps=3, hutchinson_probes=2, average_samples=1, worst_steps=1,
+                         slice_points=3)
+print(json.dumps(measure_run(sys.argv[1], config=config, force=True, fast_malloc=sys.argv[2] == "on")))
+"""
+
+
+def test_allocator_tuning_leaves_the_sharpness_numbers_bit_identical(tmp_path, ptb_dir):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lmreport.config import make_config
+    from lmreport.train import train
+
+    # the smoke model on PTB: 10,000-word logits, the blocks the tuning is for
+    run = train(make_config("smoke", layers=1, epochs=1, when=[], data_dir=str(ptb_dir),
+                            run_dir=str(tmp_path / "run"), progress=False, threads=1, fast_malloc=False))
+    out = {}
+    for mode in ("off", "on"):  # each in a process of its own: the tuning holds for the whole process
+        proc = subprocess.run([sys.executable, "-c", MEASURE_ONE, str(run), mode], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
+        out[mode] = json.loads(proc.stdout)
+        for timing in ("hvp_seconds", "seconds"):
+            out[mode].pop(timing)
+    assert out["on"] == out["off"] and out["on"]["lambda_max"] > out["on"]["lambda_min"]

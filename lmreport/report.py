@@ -130,7 +130,9 @@ def summarize_metrics(metrics) -> dict:
 
 
 def collect_runs(profile: str, root: str | Path | None = None, layers=None, variants=None, seeds=None):
-    """Every run of a profile: the expected grid plus whatever else is on disk.
+    """Every run of a profile: the expected grid plus whatever else is on disk, of the
+    depths and seeds asked for (other variants on disk are always added: ablations and
+    custom runs).
 
     Returns ``(runs, epochs)``: one row per run (status, summary numbers; missing and
     unfinished runs included, with their status) and one row per finished epoch.
@@ -148,6 +150,8 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
     runs_dir = root / profile / "runs"
     for config_path in sorted(runs_dir.glob("*/config.json")) if runs_dir.is_dir() else []:
         key = _identify(RunConfig.from_json(config_path), config_path.parent.name, profile, root)
+        if (layers and key[0] not in layers) or (seeds and key[2] not in seeds):
+            continue  # e.g. notebook 05 measuring two of the three seeds
         if key not in found or found[key] != expected.get(key):  # of two copies of a grid run, the grid's wins
             found[key] = config_path.parent
     rows, epochs = [], []

@@ -137,6 +137,24 @@ def test_a_copy_of_a_grid_run_never_replaces_it_and_other_runs_are_custom(tmp_pa
                                                             ["custom:wdecay-0", 90.0]]
 
 
+def test_runs_on_disk_of_other_seeds_and_depths_are_left_out_when_some_are_asked_for(tmp_path):
+    from lmreport.config import make_config
+    from lmreport.report import collect_runs
+
+    for layers, seed, spec in ((1, 141, {}), (1, 6, {}), (2, 141, {}), (1, 141, {"wdecay": 0.0})):
+        folder = tmp_path / "smoke" / "runs" / f"L{layers}-s{seed}{'-custom' if spec else ''}"
+        folder.mkdir(parents=True)
+        make_config("smoke", layers=layers, seed=seed, **spec).to_json(folder / "config.json")
+        (folder / "status.json").write_text('{"status": "finished"}')
+    everything, _ = collect_runs("smoke", tmp_path, variants=["adabelief"])
+    assert sorted(everything.loc[everything.status == "finished", ["layers", "seed"]].values.tolist()) == \
+        [[1, 6], [1, 141], [1, 141], [2, 141]]
+    asked, _ = collect_runs("smoke", tmp_path, layers=[1], variants=["adabelief"], seeds=[141])
+    # the custom run of that depth and seed stays: a variant nobody asked to drop
+    assert asked[["layers", "variant", "seed", "status"]].values.tolist() == [
+        [1, "adabelief", 141, "finished"], [1, "custom:L1-s141-custom", 141, "finished"]]
+
+
 def test_markdown_tables_keep_integers_and_mark_missing_values():
     from lmreport.report import markdown_table
 

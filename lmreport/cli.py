@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_pilot.add_argument("--seeds", type=int, nargs="+", default=[141])
     p_pilot.add_argument("--threads", type=int, default=None)
     p_pilot.add_argument("--update-readme", action="store_true",
-                         help="rewrite the README's pilot block (between <!-- pilot:begin/end -->) from the runs")
+                         help="rewrite the README's pilot and converged-grid blocks (<!-- pilot:begin/end -->, "
+                              "<!-- converged-grid:begin/end -->) from the runs")
     p_gpu = sub.add_parser("gpu-check", help="one prepared check of a GPU: CUDA tests, speed, concurrency, TF32")
     p_gpu.add_argument("--out", default=None, metavar="DIR", help="folder of the JSON record (default: results/bench)")
     p_gpu.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
@@ -390,10 +391,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"--root {root}: no pilot runs there (folders <candidate>/<run>/config.json)")
             print(table.to_markdown(index=False, floatfmt=".3g"))
             if args.update_readme:
-                from .regime import update_readme
+                from .regime import update_grid_readme, update_readme
                 from .report import project_dir
                 readme = project_dir() / "README.md"
-                print(f"{'updated' if update_readme(readme, root) else 'unchanged'}: {readme}")
+                changed = update_readme(readme, root)
+                changed = update_grid_readme(readme, root.parent.parent) or changed
+                print(f"{'updated' if changed else 'unchanged'}: {readme} (pilot and converged-grid blocks)")
         elif args.command == "gpu-check":
             from .gpucheck import gpu_check
             record = gpu_check(args.out, device=args.device, tiny=args.tiny)

@@ -155,19 +155,25 @@ def test_inprocess_executor_trains_what_the_notebook_runs_train_and_skips_finish
     assert sittings[["ran", "skipped", "failed", "jobs", "outcome"]].values.tolist() == [[4, 0, 0, 2, "complete"]]
 
 
-def test_inprocess_sigterm_interrupts_the_run_and_the_same_command_resumes_it(smoke_grid, tmp_path, ptb_dir):
-    from lmreport.train import run_lock
-    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
-           "--variants", "adabelief", "--seeds", "141", "--jobs", "1", "--executor", "inprocess",
-           "--results-dir", str(tmp_path), "--data-dir", str(ptb_dir), "--no-progress"]
+def _sigterm_at_first_checkpoint(cmd: list[str], run) -> tuple[int, str]:
+    """Start a grid command, SIGTERM it once its run has written a checkpoint; (exit code, stderr)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    run = tmp_path / "smoke" / "runs" / "L1-adabelief-s141"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (run / "checkpoint.pt").exists():
         time.sleep(0.02)
     proc.terminate()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    return proc.returncode, err
+
+
+def test_inprocess_sigterm_interrupts_the_run_and_the_same_command_resumes_it(smoke_grid, tmp_path, ptb_dir):
+    from lmreport.train import run_lock
+    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
+           "--variants", "adabelief", "--seeds", "141", "--jobs", "1", "--executor", "inprocess",
+           "--results-dir", str(tmp_path), "--data-dir", str(ptb_dir), "--no-progress"]
+    run = tmp_path / "smoke" / "runs" / "L1-adabelief-s141"
+    returncode, err = _sigterm_at_first_checkpoint(cmd, run)
+    assert returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert read_status(run)["status"] == "interrupted"  # metrics.csv may lag the checkpoint: it comes from it
     with run_lock(run, wait=0), run_lock(run, wait=0, name=".grid.lock"):
         pass  # no worker outlived the grid holding the run
@@ -287,14 +293,9 @@ def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_di
     cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
            "--variants", "adabelief", "--seeds", "141", "--jobs", "1",
            "--results-dir", str(tmp_path), "--data-dir", str(ptb_dir), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "smoke" / "runs" / "L1-adabelief-s141"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (run / "checkpoint.pt").exists():
-        time.sleep(0.05)
-    proc.terminate()
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err
+    returncode, err = _sigterm_at_first_checkpoint(cmd, run)
+    assert returncode == 130 and "interrupted" in err
     sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
     assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
     # its kernel died with the notebook run, mid-epoch: the grid records what train would on Ctrl-C

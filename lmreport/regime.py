@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .grid import STUDY_VARIANTS
+
 GAP_RATIO = 0.9
 DROP_MOVE = 0.01
 LAST_FIFTH_GAIN = 0.01
@@ -249,8 +251,7 @@ def seeds_needed(sd: float, baseline: float, target: float = 0.01, most: int = 3
 
 
 # The converged grid: the study's five variants and the three ablations the issue names
-GRID_VARIANTS = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt",
-                 "lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained")
+GRID_VARIANTS = STUDY_VARIANTS + ("lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained")
 GRID_START, GRID_END = "<!-- converged-grid:begin -->", "<!-- converged-grid:end -->"
 
 

@@ -155,15 +155,19 @@ def test_inprocess_executor_trains_what_the_notebook_runs_train_and_skips_finish
     assert sittings[["ran", "skipped", "failed", "jobs", "outcome"]].values.tolist() == [[4, 0, 0, 2, "complete"]]
 
 
-def _sigterm_at_first_checkpoint(cmd: list[str], run) -> tuple[int, str]:
-    """Start a grid command, SIGTERM it once its run has written a checkpoint; (exit code, stderr)."""
+def _sigterm_once(cmd: list[str], ready) -> tuple[int, str]:
+    """Start a grid command, SIGTERM it once ``ready()`` holds; (exit code, stderr)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (run / "checkpoint.pt").exists():
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.02)
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
+
+
+def _sigterm_at_first_checkpoint(cmd: list[str], run) -> tuple[int, str]:
+    return _sigterm_once(cmd, lambda: (run / "checkpoint.pt").exists())
 
 
 def test_inprocess_sigterm_interrupts_the_run_and_the_same_command_resumes_it(smoke_grid, tmp_path, ptb_dir):
@@ -290,13 +294,16 @@ def test_readme_results_block_is_regenerated_from_the_runs(smoke_grid, tmp_path)
 
 
 def test_sigterm_stops_the_runs_and_logs_an_interrupted_sitting(tmp_path, ptb_dir):
-    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "smoke", "--layers", "1",
+    # The cpu profile, stopped as its first epoch starts: that epoch takes a minute, so the stop
+    # always lands mid-epoch (a smoke run can finish in the moment the signal takes to arrive).
+    cmd = [sys.executable, "-m", "lmreport", "grid", "--profile", "cpu", "--layers", "1",
            "--variants", "adabelief", "--seeds", "141", "--jobs", "1",
            "--results-dir", str(tmp_path), "--data-dir", str(ptb_dir), "--no-progress"]
-    run = tmp_path / "smoke" / "runs" / "L1-adabelief-s141"
-    returncode, err = _sigterm_at_first_checkpoint(cmd, run)
+    run = tmp_path / "cpu" / "runs" / "L1-adabelief-s141"
+    returncode, err = _sigterm_once(cmd, lambda: read_status(run)["status"] == "running")
     assert returncode == 130 and "interrupted" in err
-    sittings = pd.read_csv(tmp_path / "smoke" / "grid_sittings.csv")
+    assert not (run / "checkpoint.pt").exists()
+    sittings = pd.read_csv(tmp_path / "cpu" / "grid_sittings.csv")
     assert sittings.outcome.tolist() == ["interrupted"] and sittings.ran.tolist() == [0]
     # its kernel died with the notebook run, mid-epoch: the grid records what train would on Ctrl-C
     assert read_status(run)["status"] == "interrupted"

@@ -281,6 +281,10 @@ class Profile:
     overrides: dict          # RunConfig fields this profile changes from the paper values
     lr: dict = field(default_factory=dict)   # base optimizer -> lr for every depth
     grid_jobs: int = 1       # runs at once in `grid` (measured best on the target machine)
+    # measure each finished run's sharpness (notebook 05's default settings) before its
+    # process ends: the weights are not committed, and a machine lost between sessions
+    # takes them with it, while sharpness.json is committed beside the metrics
+    measure_sharpness: bool = False
 
 
 PROFILES: dict[str, Profile] = {
@@ -300,7 +304,7 @@ PROFILES: dict[str, Profile] = {
         "depth (at the published 1e-3 the 1-layer model still underfits after 30 epochs), "
         "test scored at batch 10 like validation; full validation and test splits.",
         dict(emsize=128, nhid=256, epochs=45, when=[23, 33], max_train_tokens=200_000, test_batch_size=10),
-        lr={"adabelief": 1e-2}, grid_jobs=2),
+        lr={"adabelief": 1e-2}, grid_jobs=2, measure_sharpness=True),
     "smoke": Profile(
         "Tiny model (16/32) on the first 20k training tokens and 4k eval tokens, 2 epochs, "
         "lr/10 at epoch 2. Exercises every code path in seconds; numbers mean nothing.",

@@ -62,6 +62,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - runs in the worker
 def train_job(job: Job, root: Path, threads: int, data_dir: str | None, device: str | None) -> tuple[Job, str, str]:
     """Train one job in this process; return (job, final status, error text), as ``grid.run_job``."""
     from .data import load_corpus
+    from .sharpness import measure_after_training
     from .train import train
 
     if _WORKER["stopping"]:
@@ -78,6 +79,7 @@ def train_job(job: Job, root: Path, threads: int, data_dir: str | None, device: 
             _WORKER["busy"] = True
             try:
                 train(config, corpus=_CORPORA[config.data_dir])
+                measure_after_training(run_dir)  # as notebook 03 does, while the weights are here
             finally:
                 _WORKER["busy"] = False
     except RunBusy as err:

@@ -334,6 +334,25 @@ def measure_run(run_dir, checkpoint: str = "best_test", config: SharpnessConfig 
     return result
 
 
+def measure_after_training(run_dir, wanted: bool | None = None) -> dict | None:
+    """Measure a run that just finished, with the default settings, when ``wanted`` says so
+    (None: when its profile's ``measure_sharpness`` does); None when nothing was measured.
+
+    Called by notebook 03 and the in-process executor at the end of a run, so the result is
+    on disk (and committable) while the weights still are; a run that did not finish, or
+    whose weights are gone, is left alone.
+    """
+    from .config import PROFILES, RunConfig
+    from .train import read_status
+
+    run_dir = Path(run_dir)
+    if wanted is None:
+        wanted = PROFILES[RunConfig.from_json(run_dir / "config.json").profile].measure_sharpness
+    if not wanted or read_status(run_dir)["status"] != "finished" or not (run_dir / "best_test.pt").is_file():
+        return None
+    return measure_run(run_dir)
+
+
 def cached_result(run_dir, checkpoint: str, config: SharpnessConfig) -> dict | None:
     """The run's stored measurement if it was taken on ``checkpoint`` with ``config``."""
     cache = Path(run_dir) / "sharpness.json"
@@ -345,7 +364,7 @@ def cached_result(run_dir, checkpoint: str, config: SharpnessConfig) -> dict | N
 
 
 def measure_runs(runs, checkpoint: str = "best_test", config: SharpnessConfig | None = None,
-                 corpus=None, device: str = "cpu"):
+                 corpus=None, device: str = "cpu", progress: bool = False):
     """Measure every run of a ``report.collect_runs`` table that can be measured.
 
     A run is measurable when its cached result matches or its weights are on disk (a fresh
@@ -358,6 +377,9 @@ def measure_runs(runs, checkpoint: str = "best_test", config: SharpnessConfig | 
     ok = [cached_result(d, checkpoint, config) is not None or (Path(d) / f"{checkpoint}.pt").is_file()
           for d in runs.run_dir]
     keep = runs.loc[ok].reset_index(drop=True)  # .loc: an empty list selects no rows, not no columns
-    results = [measure_run(d, checkpoint, config, corpus, device) for d in keep.run_dir]
+    from tqdm.auto import tqdm
+
+    results = [measure_run(d, checkpoint, config, corpus, device)
+               for d in tqdm(keep.run_dir, desc="sharpness", unit="run", disable=not progress)]
     measured = pd.concat([keep, pd.DataFrame(results).drop(columns=["config"], errors="ignore")], axis=1)
     return measured, [str(d) for d, good in zip(runs.run_dir, ok) if not good]

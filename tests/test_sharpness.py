@@ -142,3 +142,25 @@ def test_allocator_tuning_leaves_the_sharpness_numbers_bit_identical(tmp_path, p
         for timing in ("hvp_seconds", "seconds"):
             out[mode].pop(timing)
     assert out["on"] == out["off"] and out["on"]["lambda_max"] > out["on"]["lambda_min"]
+
+
+def test_a_run_is_measured_at_its_end_only_when_asked_and_finished(tmp_path, tiny_corpus):
+    import json
+
+    from lmreport.config import PROFILES, make_config
+    from lmreport.sharpness import measure_after_training
+    from lmreport.train import train
+
+    assert PROFILES["converged"].measure_sharpness and not PROFILES["smoke"].measure_sharpness
+    config = make_config("smoke", layers=1, epochs=1, when=[], data_dir=str(tiny_corpus),
+                         run_dir=str(tmp_path / "run"), progress=False, max_train_tokens=None,
+                         max_eval_tokens=None, bptt=12, batch_size=4)
+    run = train(config)
+    assert measure_after_training(run) is None            # the smoke profile does not ask
+    assert measure_after_training(run, wanted=False) is None
+    assert not (run / "sharpness.json").exists()
+    result = measure_after_training(run, wanted=True)
+    assert result["lambda_max"] > 0 and json.loads((run / "sharpness.json").read_text())["lambda_max"] == result["lambda_max"]
+    (run / "best_test.pt").unlink()                       # weights gone: left alone, no error
+    (run / "sharpness.json").unlink()
+    assert measure_after_training(run, wanted=True) is None and not (run / "sharpness.json").exists()

@@ -234,6 +234,10 @@ def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | No
         return job, "failed", f"{type(err).__name__}: {err}"
 
 
+KERNEL_START_TRIES = 3
+KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond in")
+
+
 def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device) -> tuple[Job, str, str]:
     params = job.parameters(root, threads=threads, data_dir=data_dir, device=device)
     env = dict(os.environ)
@@ -243,18 +247,25 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
            "-k", "python3", "--no-progress-bar", "-y", yaml_parameters(params)]
     if _STOPPING.is_set():  # before the log is emptied; checked again where the run starts
         return job, "interrupted", ""
-    with open(run_dir / "papermill.log", "w") as log:
-        with _LIVE_LOCK:  # a run started after the grid began stopping would escape the stop
-            if _STOPPING.is_set():
-                return job, "interrupted", ""
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=_die_with_parent if os.name == "posix" else None)
-            _LIVE.add(proc)
-        try:
-            proc.wait()
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
+    for attempt in range(KERNEL_START_TRIES):
+        with open(run_dir / "papermill.log", "w") as log:
+            with _LIVE_LOCK:  # a run started after the grid began stopping would escape the stop
+                if _STOPPING.is_set():
+                    return job, "interrupted", ""
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        preexec_fn=_die_with_parent if os.name == "posix" else None)
+                _LIVE.add(proc)
+            try:
+                proc.wait()
+            finally:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
+        # Kernels started at the same moment can race for their ZMQ ports, and the loser
+        # dies before it runs a cell (jupyter_client); nothing of the run has happened, so
+        # starting it again is safe.
+        log_text = (run_dir / "papermill.log").read_text(errors="replace")
+        if proc.returncode == 0 or not any(m in log_text for m in KERNEL_START_FAILURES):
+            break
     status = read_status(run_dir)
     if status["status"] in DONE:
         return job, status["status"], ""

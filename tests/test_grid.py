@@ -1,6 +1,7 @@
 """Grid runner and report build: planning, skipping, kill-and-restart, tables, HTML."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -421,3 +422,46 @@ def test_a_long_step_keeps_its_bar_moving_and_phases_read_as_minutes():
     bar.close()
     assert out.getvalue().count("\r") >= 5  # redrawn with its elapsed time, not silent
     assert format_phases({"grid": 126.0, "notebooks": 114.2, "HTML": 4.1}) == "grid 2.1 min, notebooks 1.9 min, HTML 4 s"
+
+
+class _FakeProcess:
+    def __init__(self, returncode):
+        self.returncode = returncode
+
+    def wait(self):
+        return self.returncode
+
+
+class _FakePapermill:
+    """Stands in for papermill's process: the first ``fail`` starts die as a kernel that lost
+    the ZMQ port race does (or with another error), the next one finishes the run."""
+
+    def __init__(self, run_dir, fail, message):
+        self.run_dir, self.fail, self.message, self.calls = run_dir, fail, message, 0
+
+    def __call__(self, cmd, stdout, **kwargs):
+        self.calls += 1
+        if self.calls <= self.fail:
+            stdout.write(f"Traceback (most recent call last):\nRuntimeError: {self.message}\n")
+            return _FakeProcess(1)
+        (self.run_dir / "status.json").write_text(json.dumps({"status": "finished", "epoch": 2}))
+        return _FakeProcess(0)
+
+
+@pytest.mark.parametrize("fail, message, calls, outcome", [
+    (1, "Kernel died before replying to kernel_info", 2, "finished"),
+    (2, "Kernel didn't respond in 60 seconds", 3, "finished"),
+    (3, "Kernel died before replying to kernel_info", 3, "failed"),    # gives up after 3 starts
+    (1, "ZeroDivisionError in cell 4", 1, "failed"),                   # a real error: not retried
+])
+def test_a_kernel_that_dies_at_start_is_started_again(tmp_path, monkeypatch, fail, message, calls, outcome):
+    import lmreport.grid as grid_mod
+    monkeypatch.setattr(grid_mod, "_STOPPING", grid_mod.threading.Event())
+    job = Job("smoke", 1, "adabelief", 141)
+    fake = _FakePapermill(job.run_dir(tmp_path), fail, message)
+    job.run_dir(tmp_path).mkdir(parents=True)
+    monkeypatch.setattr(grid_mod.subprocess, "Popen", fake)
+    done, status, error = grid_mod.run_job(job, tmp_path)
+    assert (fake.calls, status) == (calls, outcome)
+    if outcome == "failed":
+        assert message in error

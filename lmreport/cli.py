@@ -1,4 +1,4 @@
-"""Command line: ``python -m lmreport {train,grid,report,pilot,bench,gpu-check,profiles,variants} ...``.
+"""Command line: ``python -m lmreport {train,grid,report,pilot,sharpness,bench,gpu-check,profiles,variants} ...``.
 
 The ``train`` flags are generated from the fields of ``RunConfig`` (``--emsize``,
 ``--dropouth``, ``--c-mode`` ...), with the field's comment as help, so the CLI cannot
@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from .config import OPTIMIZERS, PROFILES, RUNTIME_FIELDS, RunConfig, make_config
 from .data import CommandFailed, DataError
@@ -178,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_pilot.add_argument("--update-readme", action="store_true",
                          help="rewrite the README's pilot and converged-grid blocks (<!-- pilot:begin/end -->, "
                               "<!-- converged-grid:begin/end -->) from the runs")
+    p_sharp = sub.add_parser("sharpness", help="measure the finished runs' sharpness now, while their weights "
+                             "are on disk (stored in each run's sharpness.json, which notebook 05 reads)")
+    p_sharp.add_argument("--profile", required=True, choices=list(PROFILES))
+    p_sharp.add_argument("--layers", type=int, nargs="+", default=None, help="default: every depth")
+    p_sharp.add_argument("--variants", nargs="+", default=None,
+                         help="default: the study's five and every other variant on disk")
+    p_sharp.add_argument("--seeds", type=int, nargs="+", default=None, help="default: every seed on disk")
+    p_sharp.add_argument("--checkpoint", default="best_test", choices=("best_test", "best_valid", "checkpoint"),
+                         help="which weights (notebook 05's default: best_test)")
+    p_sharp.add_argument("--device", default="cpu")
+    p_sharp.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p_sharp.add_argument("--data-dir", default=None)
+    p_sharp.add_argument("--results-dir", default=None, help=RESULTS_HELP)
+    p_sharp.add_argument("--no-progress", dest="progress", action="store_false")
     p_gpu = sub.add_parser("gpu-check", help="one prepared check of a GPU: CUDA tests, speed, concurrency, TF32")
     p_gpu.add_argument("--out", default=None, metavar="DIR", help="folder of the JSON record (default: results/bench)")
     p_gpu.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
@@ -263,6 +278,35 @@ def _held_and_failed(outcome: dict, held_note: str) -> int:
     for name, error in outcome["failed"]:
         print(f"  failed {name}: {error}")
     return 1 if outcome["failed"] else 0
+
+
+def _sharpness(args) -> int:
+    import torch
+
+    from .data import load_corpus
+    from .report import collect_runs
+    from .sharpness import SharpnessConfig, cached_result, measure_runs
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads} is invalid: a positive number of threads")
+        torch.set_num_threads(args.threads)
+    runs, _ = collect_runs(args.profile, args.results_dir, args.layers, args.variants, args.seeds)
+    runs = runs[runs.status == "finished"].reset_index(drop=True)
+    if runs.empty:
+        raise ValueError(f"--profile {args.profile}: no finished runs to measure")
+    config = SharpnessConfig()
+    stored = sum(cached_result(d, args.checkpoint, config) is not None for d in runs.run_dir)
+    corpus = load_corpus(args.data_dir, progress=False)
+    measured, skipped = measure_runs(runs, args.checkpoint, config, corpus, args.device, progress=args.progress)
+    if not measured.empty:
+        measured["run"] = [Path(d).name for d in measured.run_dir]
+        print(measured[["run", "epoch", "lambda_max", "trace", "seconds"]].to_string(index=False, float_format="%.4g"))
+    print(f"sharpness {args.profile}: {len(measured)} run(s) measured, {stored} of them already stored; "
+          f"{len(skipped)} skipped (no {args.checkpoint}.pt and no stored result)")
+    for name in skipped:
+        print(f"  skipped {name}")
+    return 0
 
 
 def _interrupt(signum, frame):
@@ -397,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                 changed = update_readme(readme, root)
                 changed = update_grid_readme(readme, root.parent.parent) or changed
                 print(f"{'updated' if changed else 'unchanged'}: {readme} (pilot and converged-grid blocks)")
+        elif args.command == "sharpness":
+            return _sharpness(args)
         elif args.command == "gpu-check":
             from .gpucheck import gpu_check
             record = gpu_check(args.out, device=args.device, tiny=args.tiny)

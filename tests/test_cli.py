@@ -259,3 +259,20 @@ def test_tf32_off_a_gpu_would_do_nothing_and_is_refused(tmp_path, capsys):
         assert main(["bench", "--profile", "smoke", flag, "--device", "cpu", "--out", str(tmp_path / "b.json")]) == 2
         assert f"{flag} needs a CUDA device (TF32 does not exist on cpu)" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_sharpness_measures_finished_runs_once_and_refuses_an_empty_profile(tmp_path, ptb_dir, capsys):
+    results = str(tmp_path / "results")
+    assert main(["sharpness", "--profile", "smoke", "--results-dir", results]) == 2
+    assert capsys.readouterr().err.strip().endswith("--profile smoke: no finished runs to measure")
+    pick = ["--profile", "smoke", "--layers", "1", "--variants", "adabelief", "--seeds", "141",
+            "--results-dir", results, "--data-dir", str(ptb_dir)]
+    assert main(["grid", *pick, "--jobs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sharpness", *pick, "--threads", "1", "--no-progress"]) == 0
+    first = capsys.readouterr().out
+    assert "L1-adabelief-s141" in first and "1 run(s) measured, 0 of them already stored; 0 skipped" in first
+    stored = (tmp_path / "results" / "smoke" / "runs" / "L1-adabelief-s141" / "sharpness.json").read_text()
+    assert main(["sharpness", *pick, "--no-progress"]) == 0     # read back, not measured again
+    assert "1 run(s) measured, 1 of them already stored" in capsys.readouterr().out
+    assert (tmp_path / "results" / "smoke" / "runs" / "L1-adabelief-s141" / "sharpness.json").read_text() == stored

@@ -29,6 +29,17 @@ def show_figure(fig, caption: str) -> None:
     plt.close(fig)
 
 
+def show_source(*objects) -> None:
+    """Display the source of package functions as a Python listing, so that a notebook can
+    show the code it calls without defining it in a cell."""
+    import inspect
+
+    from IPython.display import Markdown, display
+
+    code = "\n\n".join(inspect.getsource(obj).rstrip() for obj in objects)
+    display(Markdown(f"```python\n{code}\n```"))
+
+
 def caption_output(kind: str, number: int, caption: str) -> nbformat.NotebookNode:
     anchor = f'<a id="{kind.lower()}-{number}"></a>'
     return nbformat.v4.new_output("display_data", data={"text/markdown": f"{anchor}**{kind} {number}.** {caption}"})

@@ -32,6 +32,19 @@ def test_notebooks_are_committed_without_outputs():
         assert "parameters" in nb.cells[1].metadata.get("tags", []), path.name
 
 
+def test_no_notebook_cell_defines_a_function_or_a_class():
+    # reusable code lives in lmreport/, where it is tested and importable; cells call it
+    import ast
+
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        for number, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type != "code":
+                continue
+            defined = [node.name for node in ast.walk(ast.parse(cell.source))
+                       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+            assert not defined, f"{path.name} cell {number} defines {', '.join(defined)}"
+
+
 def test_01_landscape_modification_executes(tmp_path):
     out = tmp_path / "01.ipynb"
     pm.execute_notebook(NOTEBOOKS / "01_landscape_modification.ipynb", out, kernel_name="python3",
@@ -53,4 +66,9 @@ def test_02_adabelief_derivation_executes(tmp_path, ptb_dir):
                         progress_bar=False)
     text = _outputs_text(nbformat.read(out, as_version=4))
     assert "max |lmreport - numpy|" in text and "(the same run)" in text
+    assert "def adabelief_numpy" in text  # the oracle's code is shown, from lmreport/derivation.py
     assert (tmp_path / "lm_factor_on_a_loss_trajectory.png").stat().st_size > 0
+    # the algebra checks' float64 must not leak into the traced LSTM run, which trains as runs do
+    import torch
+    state = torch.load(tmp_path / "trace" / "checkpoint.pt", weights_only=False)
+    assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float32}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq, minimize_scalar
 
-from .optim import AdaBelief, LandscapeModification, resolve_f
+from .optim import NOISE_FUNCTIONS, AdaBelief, LandscapeModification, resolve_f
 
 
 def U(z):
@@ -93,6 +93,13 @@ def modified_landscape_linear(z, c: float = 0.4, eps: float = 1.0, u_min: float 
 def gradient_factor(x, f: str | Callable, eps: float = 1.0) -> np.ndarray:
     """1 / (f(x) + ε): what LM multiplies the gradient by at excess loss x = (U − c)_+."""
     return 1.0 / (_numpy_f(f)(np.clip(np.asarray(x, dtype=np.float64), 0.0, None)) + eps)
+
+
+def strongest_factor(x: float, eps: float = 1.0) -> tuple[str, dict[str, float]]:
+    """The noise function whose LM factor is smallest (smooths most) at excess loss ``x``,
+    and every function's factor there."""
+    factors = {name: float(gradient_factor(x, name, eps)) for name in NOISE_FUNCTIONS}
+    return min(factors, key=factors.get), factors
 
 
 # ------------------------------------------------------------------ escape experiments

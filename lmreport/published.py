@@ -106,3 +106,14 @@ def run_minima(logs: pd.DataFrame) -> pd.DataFrame:
     return g.agg(epochs=("epoch", "max"), min_train=("train_ppl", "min"), min_test=("test_ppl", "min"),
                  last_test=("test_ppl", "last"),
                  min_test_epoch=("test_ppl", lambda s: int(logs.loc[s.idxmin(), "epoch"]))).reset_index()
+
+
+def log_gap(logs: pd.DataFrame, column: str, variant: str, seed: int, layers: int = 1,
+            baseline: str = "adabelief"):
+    """Per epoch, log(column of ``variant`` / column of ``baseline``) for one seed and depth:
+    how far a published run sits from the same seed's AdaBelief run (numpy array)."""
+    import numpy as np
+
+    table = logs.sort_values(["layers", "variant", "seed", "epoch"]).set_index(["layers", "variant", "seed"])
+    return np.log(table.loc[(layers, variant, seed), column].values
+                  / table.loc[(layers, baseline, seed), column].values)

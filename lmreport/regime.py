@@ -284,7 +284,28 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
     lines += ["", f"{int(progress.finished.sum())} of {len(progress)} planned runs finished; "
               f"{len(sittings)} grid sitting(s) so far, {hours:.1f} h of wall time in all "
               f"(`results/{profile}/grid_sittings.csv`)."]
+    paired = interim_paired(results, profile)
+    if len(paired):
+        lines += ["", "Interim paired differences (minimum test PPL, variant − AdaBelief by seed, two-sided "
+                  "95% t-interval) at the depths where every planned seed of a variant has finished, "
+                  "until the report's statistics cover the whole grid:", "",
+                  paired.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(lines)
+
+
+def interim_paired(results: str | Path, profile: str = "converged") -> pd.DataFrame:
+    """``report.format_paired`` rows of the study's variants at each depth where all of a
+    variant's planned seeds and the baseline's have finished (a partial depth would pair
+    a changing set of seeds)."""
+    from .report import collect_runs, format_paired, paired_against_baseline
+
+    progress = grid_progress(results, profile, variants=STUDY_VARIANTS)
+    complete = progress.groupby(["layers", "variant"]).finished.all()
+    runs, _ = collect_runs(profile, results, variants=list(STUDY_VARIANTS))
+    keep = [complete.get((n, v), False) and complete.get((n, "adabelief"), False)
+            for n, v in zip(runs.layers, runs.variant)]
+    paired = paired_against_baseline(runs[keep])
+    return format_paired(paired).drop(columns=["against", "metric"])
 
 
 def update_grid_readme(readme: str | Path, results: str | Path) -> bool:

@@ -178,3 +178,4 @@ def test_grid_progress_counts_finished_runs_per_variant_and_depth(tmp_path):
     text = grid_markdown(tmp_path)
     assert "| `lm-x` | 0/3 | 1/3 | 0/3 |" in text
     assert "1 of 72 planned runs finished; 2 grid sitting(s) so far, 2.0 h of wall time in all" in text
+    assert "Interim paired" not in text  # one seed of one variant: no depth is complete

@@ -276,7 +276,9 @@ def conclusions(runs, metric: str = "min_test") -> list[str]:
         best = t[f"{metric} mean"].idxmin()
         gap = t.loc[best, f"{metric} mean"] - base
         spread = t[f"{metric} std"].max()
-        if best == "adabelief":
+        if len(t) == 1:
+            verdict = "no other study variant has finished at this depth yet"
+        elif best == "adabelief":
             verdict = "AdaBelief itself is the best of the study's variants"
         else:
             verdict = (f"{t.loc[best, 'label']} is the best of the study's variants, {abs(gap):.2f} below "

@@ -41,6 +41,12 @@ def test_verdict_compares_the_best_variant_with_the_seed_spread():
     assert "AdaBelief itself is the best of the study's variants" in baseline[0]
 
 
+def test_a_depth_with_only_the_baseline_finished_claims_no_winner():
+    alone = conclusions(_runs({"adabelief": 394}))
+    assert alone[0] == ("1 layer(s), min test PPL (study's \"valid\"): AdaBelief 394.00 (std 0.50); "
+                        "no other study variant has finished at this depth yet.")
+
+
 def test_decay_factor_of_the_wdx2_ablation_traces_to_the_x2_run(tmp_path):
     import json
 

@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_sharp.add_argument("--data-dir", default=None)
     p_sharp.add_argument("--results-dir", default=None, help=RESULTS_HELP)
     p_sharp.add_argument("--no-progress", dest="progress", action="store_false")
+    p_sharp.add_argument("--replay", action="store_true",
+                         help="first retrain each finished run whose weights and measurement are both gone into "
+                         "results/<profile>/replay/ (resumable), require its metrics.csv to equal the committed "
+                         "one, then measure it (about as long as the run took to train)")
     p_gpu = sub.add_parser("gpu-check", help="one prepared check of a GPU: CUDA tests, speed, concurrency, TF32")
     p_gpu.add_argument("--out", default=None, metavar="DIR", help="folder of the JSON record (default: results/bench)")
     p_gpu.add_argument("--device", default="auto", help="auto, cuda, cuda:N, mps or cpu")
@@ -296,8 +300,16 @@ def _sharpness(args) -> int:
     if runs.empty:
         raise ValueError(f"--profile {args.profile}: no finished runs to measure")
     config = SharpnessConfig()
-    stored = sum(cached_result(d, args.checkpoint, config) is not None for d in runs.run_dir)
     corpus = load_corpus(args.data_dir, progress=False)
+    if args.replay:
+        from .replay import needs_replay, replay_and_measure
+
+        todo = [d for d in runs.run_dir if needs_replay(d, args.checkpoint, config)]
+        print(f"sharpness {args.profile}: {len(todo)} finished run(s) to replay before measuring")
+        for k, run_dir in enumerate(todo, 1):
+            print(f"replay {k}/{len(todo)}: {Path(run_dir).name}", flush=True)
+            replay_and_measure(run_dir, args.checkpoint, config, corpus, progress=args.progress)
+    stored = sum(cached_result(d, args.checkpoint, config) is not None for d in runs.run_dir)
     measured, skipped = measure_runs(runs, args.checkpoint, config, corpus, args.device, progress=args.progress)
     if not measured.empty:
         measured["run"] = [Path(d).name for d in measured.run_dir]

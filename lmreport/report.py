@@ -193,6 +193,30 @@ def study_table(runs, layers: int):
     return pd.DataFrame(rows, columns=columns)
 
 
+MIN_RUNS_FOR_TAU = 3  # Kendall's tau of two points is always +-1, of one undefined
+
+
+def kendall_by_depth(measured, x: str = "lambda_max", y: str = "min_test"):
+    """Per depth, Kendall's tau (and p) between ``x`` and ``y`` over all runs, and the mean
+    tau within variants (each variant's tau computed over its seeds, then averaged).
+
+    Where a depth or a variant has fewer than ``MIN_RUNS_FOR_TAU`` runs, its tau is NaN
+    (shown as a dash) rather than a number from one or two points.
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    rows = []
+    for n_layers, group in measured.groupby("layers"):
+        tau, p = stats.kendalltau(group[x], group[y]) if len(group) >= MIN_RUNS_FOR_TAU else (np.nan, np.nan)
+        within = [stats.kendalltau(g[x], g[y])[0] for _, g in group.groupby("variant") if len(g) >= MIN_RUNS_FOR_TAU]
+        within = [t for t in within if np.isfinite(t)]
+        rows.append({"layers": n_layers, "runs": len(group), "τ (all runs)": tau, "p": p,
+                     "mean τ within variant": np.mean(within) if within else np.nan})
+    return pd.DataFrame(rows, columns=["layers", "runs", "τ (all runs)", "p", "mean τ within variant"])
+
+
 def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "adabelief"):
     """Each variant minus the baseline, paired by (layers, seed): mean, 95% t-interval, p."""
     import numpy as np

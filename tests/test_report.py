@@ -210,3 +210,16 @@ def test_readme_quickstart_timing_is_the_committed_timing_record():
     record = json.loads((root / path.group(1)).read_text(encoding="utf-8"))
     assert block == render_quickstart(record, path.group(1))
     assert record["profile"] == "smoke" and record["train"] and record["wall_s"] > 0
+
+
+def test_kendall_table_gives_no_tau_for_fewer_than_three_runs():
+    import math
+
+    from lmreport.report import kendall_by_depth
+
+    measured = pd.DataFrame({"layers": [1, 1, 1, 1, 3], "variant": ["adabelief"] * 3 + ["lm-x"] * 2,
+                             "lambda_max": [0.1, 0.2, 0.3, 0.4, 0.5], "min_test": [10, 12, 11, 13, 9]})
+    table = kendall_by_depth(measured).set_index("layers")
+    assert table.loc[1, "runs"] == 4 and math.isclose(table.loc[1, "τ (all runs)"], 2 / 3)
+    assert math.isclose(table.loc[1, "mean τ within variant"], 1 / 3)  # adabelief's 3 runs; lm-x's 2 give none
+    assert table.loc[3, "runs"] == 1 and math.isnan(table.loc[3, "τ (all runs)"]) and math.isnan(table.loc[3, "p"])

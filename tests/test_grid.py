@@ -465,3 +465,29 @@ def test_a_kernel_that_dies_at_start_is_started_again(tmp_path, monkeypatch, fai
     assert (fake.calls, status) == (calls, outcome)
     if outcome == "failed":
         assert message in error
+
+
+def test_appendix_c_tables_are_rebuilt_only_from_every_models_weights(smoke_grid, tmp_path, ptb_dir):
+    import nbformat
+    import papermill as pm
+
+    from lmreport.grid import notebooks_dir
+
+    root = tmp_path / "copy"
+    shutil.copytree(smoke_grid, root, ignore=shutil.ignore_patterns(".lock", ".grid.lock"))
+    tables = root / "smoke" / "tables"
+
+    def execute():
+        out = tmp_path / "07.ipynb"
+        pm.execute_notebook(notebooks_dir() / "07_generation.ipynb", out, kernel_name="python3", progress_bar=False,
+                            parameters={"profile": "smoke", "results_root": str(root), "data_dir": str(ptb_dir)})
+        book = nbformat.read(out, as_version=4)
+        return "\n".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
+
+    execute()
+    full = pd.read_csv(tables / "appendix_c_continuations.csv")
+    assert list(full.columns) == ["seed text", "1L AdaBelief", "1L AdaBelief-LM ∛x"]
+    (root / "smoke" / "runs" / "L1-lm-cbrt-s141" / "best_test.pt").unlink()  # e.g. a fresh clone
+    text = execute()
+    assert "no best_test.pt in 1 run folder(s) (L1-lm-cbrt-s141); the tables below are read from" in text
+    assert pd.read_csv(tables / "appendix_c_continuations.csv").equals(full)  # not overwritten by one model

@@ -290,22 +290,59 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
                   "95% t-interval) at the depths where every planned seed of a variant has finished, "
                   "until the report's statistics cover the whole grid:", "",
                   paired.to_markdown(index=False, disable_numparse=True)]
+        spread = seeds_from_spread(results, profile)
+        lines += ["", "The seeds the measured paired spread asks for (`regime.seeds_from_spread`: the sd of "
+                  "the paired differences pooled over the variants in the table above, against a 95% "
+                  "interval of 1% of the AdaBelief mean; the grid plans 5 seeds for the study variants):", "",
+                  spread.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(lines)
 
 
-def interim_paired(results: str | Path, profile: str = "converged") -> pd.DataFrame:
-    """``report.format_paired`` rows of the study's variants at each depth where all of a
-    variant's planned seeds and the baseline's have finished (a partial depth would pair
-    a changing set of seeds)."""
-    from .report import collect_runs, format_paired, paired_against_baseline
+def _complete_runs(results: str | Path, profile: str) -> pd.DataFrame:
+    """The study variants' runs at each depth where all of a variant's planned seeds and the
+    baseline's have finished (a partial depth would pair a changing set of seeds)."""
+    from .report import collect_runs
 
     progress = grid_progress(results, profile, variants=STUDY_VARIANTS)
     complete = progress.groupby(["layers", "variant"]).finished.all()
     runs, _ = collect_runs(profile, results, variants=list(STUDY_VARIANTS))
     keep = [complete.get((n, v), False) and complete.get((n, "adabelief"), False)
             for n, v in zip(runs.layers, runs.variant)]
-    paired = paired_against_baseline(runs[keep])
+    return runs[keep]
+
+
+def interim_paired(results: str | Path, profile: str = "converged") -> pd.DataFrame:
+    """``report.format_paired`` rows of the study's variants at each complete depth."""
+    from .report import format_paired, paired_against_baseline
+
+    paired = paired_against_baseline(_complete_runs(results, profile))
     return format_paired(paired).drop(columns=["against", "metric"])
+
+
+def seeds_from_spread(results: str | Path, profile: str = "converged", target: float = 0.01,
+                      planned: int = 5) -> pd.DataFrame:
+    """Per complete depth, the seed count the measured paired spread asks for: the sd of
+    (variant - AdaBelief) by seed, pooled over the complete variants (root mean of their
+    variances), the seeds whose 95% interval is at most ``target`` of the baseline mean,
+    and the half-width that ``planned`` seeds would give at that spread."""
+    from scipy import stats
+
+    runs = _complete_runs(results, profile)
+    rows = []
+    for layers, depth in runs[runs.status == "finished"].groupby("layers"):
+        base = depth[depth.variant == "adabelief"].set_index("seed")["min_test"]
+        variances = [(group.set_index("seed")["min_test"] - base).dropna().var(ddof=1)
+                     for variant, group in depth.groupby("variant") if variant != "adabelief"]
+        if not variances:
+            continue
+        sd = math.sqrt(sum(variances) / len(variances))
+        needed = seeds_needed(sd, base.mean(), target)
+        half = stats.t.ppf(0.975, planned - 1) * sd / math.sqrt(planned)
+        rows.append({"layers": layers, "variants pooled": len(variances), "seeds each": len(base),
+                     "AdaBelief mean": f"{base.mean():.2f}", "paired sd": f"{sd:.2f}",
+                     f"seeds for a {target:.0%} interval": "more than 30" if needed is None else str(needed),
+                     f"half-width at {planned} seeds": f"{half:.2f} ({half / base.mean():.1%})"})
+    return pd.DataFrame(rows)
 
 
 def update_grid_readme(readme: str | Path, results: str | Path) -> bool:

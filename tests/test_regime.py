@@ -179,3 +179,22 @@ def test_grid_progress_counts_finished_runs_per_variant_and_depth(tmp_path):
     assert "| `lm-x` | 0/3 | 1/3 | 0/3 |" in text
     assert "1 of 72 planned runs finished; 2 grid sitting(s) so far, 2.0 h of wall time in all" in text
     assert "Interim paired" not in text  # one seed of one variant: no depth is complete
+
+
+def test_seeds_from_spread_pools_the_paired_variances_of_a_depth(monkeypatch):
+    import pandas as pd
+
+    from lmreport import regime
+
+    rows = [("adabelief", s, v) for s, v in zip((1, 2, 3), (100.0, 101.0, 102.0))]
+    rows += [("lm-x", s, v) for s, v in zip((1, 2, 3), (100.5, 101.5, 103.0))]  # d = .5 .5 1: var 1/12
+    rows += [("lm-x2", s, v) for s, v in zip((1, 2, 3), (101.0, 103.0, 105.0))]  # d = 1 2 3: var 1
+    runs = pd.DataFrame([{"layers": 2, "variant": v, "seed": s, "min_test": m, "status": "finished"}
+                         for v, s, m in rows])
+    monkeypatch.setattr(regime, "_complete_runs", lambda results, profile: runs)
+    table = regime.seeds_from_spread("unused")
+    assert table.to_dict("records") == [{
+        "layers": 2, "variants pooled": 2, "seeds each": 3, "AdaBelief mean": "101.00",
+        "paired sd": "0.74",  # sqrt((1/12 + 1) / 2)
+        "seeds for a 1% interval": "5",  # t(.975, 4) * 0.736 / sqrt(5) = 0.91 <= 1.01; at 4 seeds 1.17
+        "half-width at 5 seeds": "0.91 (0.9%)"}]

@@ -192,6 +192,43 @@ def pilot_table(root: str | Path) -> pd.DataFrame:
     return table
 
 
+def profile_regime(runs: pd.DataFrame, epochs: pd.DataFrame, profile: str,
+                   baseline: str = "adabelief") -> tuple[pd.DataFrame, list[str]]:
+    """The criteria on a profile's finished ``baseline`` runs (``report.collect_runs``'s two
+    frames), one row per run, and sentences on criterion 4 and on how many runs of every
+    variant still have their test minimum at the last epoch (a proxy's mark: the late phase
+    the study's claim is about never came)."""
+    from .config import make_config
+
+    done = runs[runs.status == "finished"]
+    rows = []
+    for r in done[done.variant == baseline].sort_values(["layers", "seed"]).itertuples():
+        own = epochs[(epochs.layers == r.layers) & (epochs.variant == r.variant) & (epochs.seed == r.seed)]
+        checks = run_checks(own, make_config(profile, layers=int(r.layers)).when)
+        rows.append({"layers": r.layers, "seed": r.seed, **{k: v for k, v in checks.items() if k != "epoch s"}})
+    table = pd.DataFrame(rows)
+    lines = []
+    if len(table):
+        means = table.groupby("layers")["min test"].mean()
+        text = ", ".join(f"{means[n]:.2f} at {n} layer{'s' * (n > 1)}" for n in sorted(means.index))
+        if {1, 2, 3} <= set(means.index):
+            ordered = means[3] < means[2] < means[1]
+            lines.append(f"Depth order (criterion 4): mean min test PPL {text}; "
+                         + ("3 < 2 < 1 layers, as in the study." if ordered else "not the study's 3 < 2 < 1."))
+        else:
+            lines.append(f"Depth order (criterion 4): not decided, finished baselines at {text} only.")
+        meet = int((table.converged & table.gap & table.drops).sum())
+        misses = [f"{name} in {n}" for name in ("converged", "gap", "drops") if (n := int((~table[name]).sum()))]
+        lines.append(f"{meet} of {len(table)} finished {baseline} runs meet criteria 1-3"
+                     + (f" (failed: {', '.join(misses)})." if misses else "."))
+    keys = set(zip(done.layers, done.variant, done.seed))
+    finished = [g for key, g in epochs.groupby(["layers", "variant", "seed"]) if key in keys] if len(epochs) else []
+    if finished:
+        at_last = sum(int(g.test_ppl.idxmin() == g.epoch.idxmax()) for g in finished)
+        lines.append(f"Test minimum at the last epoch in {at_last} of {len(finished)} finished runs (every variant).")
+    return table, lines
+
+
 README_START, README_END = "<!-- pilot:begin -->", "<!-- pilot:end -->"
 
 

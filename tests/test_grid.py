@@ -266,6 +266,8 @@ def test_report_tables_and_html_and_the_hint_without_a_browser(smoke_grid, tmp_p
     assert len(pd.read_csv(tables / "appendix_c_continuations.csv")) == 8
     assert "Did landscape modification find flatter minima" in html and "Appendix C" in html
     assert "An audit of the published runs" in html
+    assert "in the study&#39;s regime?" in html or "in the study's regime?" in html
+    assert "finished adabelief runs meet criteria 1-3" in html  # the regime check ran on the smoke runs
 
 
 def test_derived_decay_variant_reads_the_matching_x2_run(tmp_path):

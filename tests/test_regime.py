@@ -198,3 +198,26 @@ def test_seeds_from_spread_pools_the_paired_variances_of_a_depth(monkeypatch):
         "paired sd": "0.74",  # sqrt((1/12 + 1) / 2)
         "seeds for a 1% interval": "5",  # t(.975, 4) * 0.736 / sqrt(5) = 0.91 <= 1.01; at 4 seeds 1.17
         "half-width at 5 seeds": "0.91 (0.9%)"}]
+
+
+def test_profile_regime_calls_the_cpu_profile_a_proxy_and_the_converged_one_in_the_regime():
+    import re
+    from pathlib import Path
+
+    from lmreport.regime import profile_regime
+    from lmreport.report import collect_runs
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    runs, epochs = collect_runs("cpu", results)
+    table, lines = profile_regime(runs, epochs, "cpu")
+    assert len(table) == 9 and not table.gap.any() and table.converged.sum() == 6  # 3 layers still gain >1%
+    assert lines == ["Depth order (criterion 4): mean min test PPL 393.76 at 1 layer, 228.27 at 2 layers, "
+                     "250.01 at 3 layers; not the study's 3 < 2 < 1.",
+                     "0 of 9 finished adabelief runs meet criteria 1-3 (failed: converged in 3, gap in 9).",
+                     "Test minimum at the last epoch in 81 of 81 finished runs (every variant)."]
+    runs, epochs = collect_runs("converged", results)
+    table, lines = profile_regime(runs, epochs, "converged")
+    assert len(table) >= 9 and (table.converged & table.gap & table.drops).all()
+    assert lines[0].endswith("3 < 2 < 1 layers, as in the study.")
+    assert re.fullmatch(r"(\d+) of \1 finished adabelief runs meet criteria 1-3\.", lines[1])
+    assert re.fullmatch(r"Test minimum at the last epoch in \d+ of \d+ finished runs \(every variant\)\.", lines[2])

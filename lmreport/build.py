@@ -257,6 +257,14 @@ def _step(what: str, progress: bool):
 QUICKSTART_START, QUICKSTART_END = "<!-- quickstart:begin -->", "<!-- quickstart:end -->"
 
 
+def timing_markers(record: dict) -> tuple[str, str]:
+    """The README block a timing record renders into: the quick start for a smoke build that
+    trains, else the rebuild timing of its profile (``<!-- rebuild:<profile>:begin -->``)."""
+    if record["profile"] == "smoke" and record["train"]:
+        return QUICKSTART_START, QUICKSTART_END
+    return f"<!-- rebuild:{record['profile']}:begin -->", f"<!-- rebuild:{record['profile']}:end -->"
+
+
 def process_wall_seconds() -> float | None:
     """Seconds since this process started (what ``time`` calls real), from /proc on Linux."""
     try:
@@ -297,11 +305,12 @@ def render_quickstart(record: dict, record_path: str) -> str:
             f"({record['notebooks_s'][slowest]:.0f} s). Recorded in `{record_path}`.")
 
 
-def update_readme_quickstart(readme: Path, record_path: Path) -> bool:
+def update_readme_timing(readme: Path, record_path: Path) -> bool:
+    """Re-render the README block the record belongs to (``timing_markers``) from it."""
     import json
 
     from .files import replace_block
 
     record = json.loads(record_path.read_text(encoding="utf-8"))
     shown = os.path.relpath(record_path.resolve(), readme.resolve().parent)
-    return replace_block(readme, QUICKSTART_START, QUICKSTART_END, lambda: render_quickstart(record, shown))
+    return replace_block(readme, *timing_markers(record), lambda: render_quickstart(record, shown))

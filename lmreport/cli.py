@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--no-progress", dest="progress", action="store_false")
     p_report.add_argument("--record", metavar="FILE", default=None,
                           help="write what the build took (phases, notebooks, process wall time, machine) "
-                               "as JSON; with --update-readme, rewrite the README's quick-start timing from it "
-                               "(instead of the profile's results block)")
+                               "as JSON; with --update-readme, rewrite the README's timing block from it (the quick "
+                               "start for smoke --train, <!-- rebuild:<profile>:begin/end --> otherwise) instead of "
+                               "the profile's results block")
 
     p_pilot = sub.add_parser("pilot", help="score the converged profile's pilot runs against the study's regime")
     p_pilot.add_argument("--root", default=None, help="pilot folder (default: results/converged/pilot)")
@@ -394,7 +395,15 @@ def main(argv: list[str] | None = None) -> int:
                 from pathlib import Path
 
                 from .files import make_folder
-                make_folder(Path(args.record).resolve().parent, "record")  # before hours of work, not after
+                if args.update_readme:  # before hours of work, not after
+                    from .build import timing_markers
+                    from .report import project_dir
+                    readme, (start, end) = project_dir() / "README.md", timing_markers(
+                        {"profile": args.profile, "train": args.train})
+                    if start not in readme.read_text(encoding="utf-8"):
+                        raise ValueError(f"--update-readme with --record: {readme} has no {start} ... {end} block "
+                                         "for the timing of this build")
+                make_folder(Path(args.record).resolve().parent, "record")
             result = build_report(args.profile, train=args.train, jobs=args.jobs, pdf=args.pdf,
                                   root=args.results_dir, data_dir=args.data_dir, progress=args.progress,
                                   threads=args.threads, executor=args.executor)
@@ -419,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 from .report import project_dir, update_readme
                 readme = project_dir() / "README.md"
                 if args.record:
-                    from .build import update_readme_quickstart
-                    changed = update_readme_quickstart(readme, Path(args.record))
+                    from .build import update_readme_timing
+                    changed = update_readme_timing(readme, Path(args.record))
                 else:
                     changed = update_readme(args.profile, readme, root=args.results_dir)
                 print(f"{'updated' if changed else 'unchanged'}: {readme}")

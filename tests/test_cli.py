@@ -159,6 +159,8 @@ def test_report_and_grid_refuse_what_would_fail_before_writing(tmp_path, tiny_co
           str(tiny_corpus), "--results-dir", str(tmp_path / "file")], "cannot be created (Not a directory)"),
         (["grid", "--profile", "smoke", "--threads", "0", "--results-dir", str(tmp_path / "empty")],
          "threads=0 is invalid"),
+        (["report", "--profile", "cpu", "--no-pdf", "--record", str(tmp_path / "rec" / "r.json"), "--update-readme",
+          "--results-dir", str(tmp_path / "empty")], "has no <!-- rebuild:cpu:begin --> ... <!-- rebuild:cpu:end -->"),
     ]
     for args, needle in cases:
         assert main(args) == 2, args

@@ -212,6 +212,50 @@ def test_readme_quickstart_timing_is_the_committed_timing_record():
     assert record["profile"] == "smoke" and record["train"] and record["wall_s"] > 0
 
 
+def test_readme_rebuild_timings_are_their_committed_records():
+    import json
+    import re
+    from pathlib import Path
+
+    from lmreport.build import render_quickstart, timing_markers
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- rebuild:(\w+):begin -->\n(.*?)\n<!-- rebuild:\1:end -->", text, flags=re.S)
+    assert [profile for profile, _ in blocks] == ["converged"]
+    for profile, block in blocks:
+        if block == "Not measured yet.":
+            continue
+        path = re.search(r"Recorded in `([^`]+)`", block).group(1)
+        record = json.loads((root / path).read_text(encoding="utf-8"))
+        assert record["profile"] == profile and not record["train"]
+        assert timing_markers(record)[0] == f"<!-- rebuild:{profile}:begin -->"
+        assert block == render_quickstart(record, path)
+
+
+def test_a_timing_record_renders_into_its_profiles_block(tmp_path):
+    import json
+
+    from lmreport.build import update_readme_timing
+
+    record = {"date": "2026-12-04", "command": "python -m lmreport report --profile converged", "profile": "converged",
+              "train": False, "commit": "abc1234", "cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0+cpu",
+              "wall_s": 150.0, "phases_s": {"notebooks": 140.0, "HTML": 2.0, "PDF": 4.0},
+              "notebooks_s": {"04_report.ipynb": 30.0, "05_sharpness.ipynb": 20.0}}
+    (tmp_path / "rec.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- quickstart:begin -->\nq\n<!-- quickstart:end -->\n"
+                      "<!-- rebuild:converged:begin -->\nNot measured yet.\n<!-- rebuild:converged:end -->\n")
+    assert update_readme_timing(readme, tmp_path / "rec.json") is True
+    text = readme.read_text()
+    assert "<!-- quickstart:begin -->\nq\n" in text  # a converged rebuild leaves the quick start alone
+    assert "took **2.5 minutes**" in text and "the slowest notebook was 04 (30 s). Recorded in `rec.json`." in text
+    record["profile"] = "cpu"
+    (tmp_path / "rec.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="has no <!-- rebuild:cpu:begin -->"):
+        update_readme_timing(readme, tmp_path / "rec.json")
+
+
 def test_kendall_table_gives_no_tau_for_fewer_than_three_runs():
     import math
 

@@ -62,6 +62,8 @@ def plot_paired_differences(paired, published: dict | None = None, metrics=("min
     """The headline figure: per depth, each variant minus AdaBelief (paired by seed), the
     mean and its 95% t-interval per metric, a zero line, and the published difference
     (min test only; the study did not publish test at the best-valid epoch) beside it.
+    Differences are in percent of AdaBelief's mean over the paired seeds, so that a
+    reduced-scale profile (perplexity near 180) and the study (near 60) share one axis.
 
     ``paired``: ``report.paired_against_baseline`` rows (baseline AdaBelief);
     ``published``: (layers, variant) -> published min test PPL (``report.PUBLISHED``'s
@@ -86,16 +88,17 @@ def plot_paired_differences(paired, published: dict | None = None, metrics=("min
                 if row.empty:
                     continue
                 r = row.iloc[0]
+                pct = 100 / r["baseline mean"]
                 if np.isfinite(r.get("95% CI low", np.nan)):
-                    ax.plot([r["95% CI low"], r["95% CI high"]], [y + off] * 2, color=style["color"], lw=2.2,
-                            solid_capstyle="butt", zorder=2)
-                ax.plot(r["mean difference"], y + off, marker=style["marker"], color=style["color"], ms=7,
+                    ax.plot([r["95% CI low"] * pct, r["95% CI high"] * pct], [y + off] * 2, color=style["color"],
+                            lw=2.2, solid_capstyle="butt", zorder=2)
+                ax.plot(r["mean difference"] * pct, y + off, marker=style["marker"], color=style["color"], ms=7,
                         fillstyle=fills.get(metric, "full"), markeredgewidth=1.5, zorder=3, ls="none")
             if published and (layers, variant) in published and (layers, "adabelief") in published:
-                diff = published[(layers, variant)] - published[(layers, "adabelief")]
+                diff = 100 * (published[(layers, variant)] / published[(layers, "adabelief")] - 1)
                 ax.scatter([diff], [y + offsets[0] - 0.22], **PUBLISHED_MARKER)
         ax.set_title(f"{layers} layer{'s' if layers > 1 else ''}")
-        ax.set_xlabel("variant − AdaBelief (perplexity)")
+        ax.set_xlabel("variant − AdaBelief (% of AdaBelief's perplexity)")
         ax.grid(axis="y", visible=False)
     axes[0][0].set_yticks(range(len(variants)))
     axes[0][0].set_yticklabels([r["label"] for _, r in rows.drop_duplicates("variant").iterrows()])
@@ -105,7 +108,7 @@ def plot_paired_differences(paired, published: dict | None = None, metrics=("min
                for m in metrics]
     if published:
         handles.append(Line2D([], [], marker="D", ls="none", markerfacecolor="none", markeredgecolor="#d62728",
-                              markeredgewidth=1.6, label="published difference in min test PPL (Siow 2024)"))
+                              markeredgewidth=1.6, label="published difference in min test PPL, % (Siow 2024)"))
     fig.legend(handles=handles, loc="lower center", ncol=1, bbox_to_anchor=(0.5, -0.02), frameon=False)
     fig.suptitle(title or "Each variant against AdaBelief, paired by seed (left of zero: the variant is better)")
     fig.tight_layout(rect=(0, 0.04 * len(handles) + 0.01, 1, 1))

@@ -234,7 +234,8 @@ def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "ada
         n = len(d)
         row = {"layers": layers, "variant": variant, "label": variant_label(variant),
                "baseline": variant_label(baseline), "metric": metric,
-               "n pairs": n, "mean difference": d.mean() if n else np.nan}
+               "n pairs": n, "mean difference": d.mean() if n else np.nan,
+               "baseline mean": pairs["b"].mean() if n else np.nan}
         if n >= 2:
             half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
             row.update({"95% CI low": d.mean() - half, "95% CI high": d.mean() + half,
@@ -242,8 +243,23 @@ def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "ada
                         "seeds better": int((d < 0).sum())})
         rows.append(row)
     columns = ["layers", "variant", "label", "baseline", "metric", "n pairs", "mean difference", "95% CI low",
-               "95% CI high", "p (paired t)", "seeds better"]
+               "95% CI high", "p (paired t)", "seeds better", "baseline mean"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def relative(paired, column: str):
+    """A paired table's PPL column as percent of the baseline's mean over the same seeds: the
+    scale on which a reduced profile's effects and the published ones compare (the same
+    relative gain is three times as many PPL at 180 as at 61)."""
+    return 100 * paired[column] / paired["baseline mean"]
+
+
+def published_relative(layers: int, variant: str, baseline: str = "adabelief") -> float | None:
+    """The study's min "valid" (test) PPL difference of ``variant`` to ``baseline``, percent of
+    the baseline's (``PUBLISHED``), or None where it published neither."""
+    if (layers, variant) not in PUBLISHED or (layers, baseline) not in PUBLISHED:
+        return None
+    return 100 * (PUBLISHED[(layers, variant)][1] / PUBLISHED[(layers, baseline)][1] - 1)
 
 
 # Comparisons an ablation exists for, beyond "every variant against AdaBelief":
@@ -271,12 +287,20 @@ def paired_lines(paired, metric: str = "min_test") -> list[str]:
     for _, row in paired[paired["metric"] == metric].iterrows():
         if row["n pairs"] < 2:
             continue
-        excludes = row["95% CI low"] > 0 or row["95% CI high"] < 0
-        lines.append(f"{row['layers']} layer(s), {row['label']} − {row['baseline']} ({METRICS[metric]}, "
-                     f"{row['n pairs']} seeds): {row['mean difference']:+.2f} "
-                     f"[{row['95% CI low']:+.2f}, {row['95% CI high']:+.2f}], better on "
-                     f"{row['seeds better']:.0f} of {row['n pairs']} seeds — the interval "
-                     + ("excludes 0." if excludes else "includes 0: not resolved with these seeds."))
+        low, high = row["95% CI low"], row["95% CI high"]
+        verdict = ("excludes 0: " + ("worse than" if low > 0 else "better than") + f" {row['baseline']}"
+                   if low > 0 or high < 0 else "includes 0: not resolved with these seeds")
+        scale = 100 / row["baseline mean"]
+        line = (f"{row['layers']} layer(s), {row['label']} − {row['baseline']} ({METRICS[metric]}, "
+                f"{row['n pairs']} seeds): {row['mean difference']:+.2f} [{low:+.2f}, {high:+.2f}] PPL, "
+                f"{row['mean difference'] * scale:+.2f}% [{low * scale:+.2f}%, {high * scale:+.2f}%] of the "
+                f"baseline; better on {row['seeds better']:.0f} of {row['n pairs']} seeds — the interval {verdict}")
+        published = published_relative(row["layers"], row["variant"]) if row["baseline"] == "AdaBelief" else None
+        if published is not None and metric == "min_test":
+            inside = low * scale <= published <= high * scale
+            line += (f"; the published difference, {published:+.2f}%, lies "
+                     + ("inside it." if inside else "outside it."))
+        lines.append(line + ("" if line.endswith(".") else "."))
     return lines
 
 
@@ -455,6 +479,13 @@ def format_paired(paired):
         "seeds": paired["n pairs"], "mean difference": paired["mean difference"].map("{:+.2f}".format),
         "95% CI": [ci(lo, hi) for lo, hi in zip(paired.get("95% CI low", []), paired.get("95% CI high", []))]
         if "95% CI low" in paired else "–",
+        "% of baseline (95% CI)": [f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo == lo else f"{m:+.2f}" for m, lo, hi in
+                                   zip(relative(paired, "mean difference"), relative(paired, "95% CI low"),
+                                       relative(paired, "95% CI high"))],
+        "published %": [f"{v:+.2f}" if v is not None and b == "AdaBelief" and m == "min_test" else "–"
+                        for v, b, m in zip((published_relative(n, var) for n, var in zip(paired["layers"],
+                                                                                          paired["variant"])),
+                                           paired["baseline"], paired["metric"])],
         "p (paired t)": paired["p (paired t)"].map("{:.3f}".format) if "p (paired t)" in paired else "–",
         "better on": [f"{b:.0f} of {n}" if b == b else "–" for b, n in
                       zip(paired.get("seeds better", [float("nan")] * len(paired)), paired["n pairs"])],

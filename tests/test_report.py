@@ -267,3 +267,22 @@ def test_kendall_table_gives_no_tau_for_fewer_than_three_runs():
     assert table.loc[1, "runs"] == 4 and math.isclose(table.loc[1, "τ (all runs)"], 2 / 3)
     assert math.isclose(table.loc[1, "mean τ within variant"], 1 / 3)  # adabelief's 3 runs; lm-x's 2 give none
     assert table.loc[3, "runs"] == 1 and math.isnan(table.loc[3, "τ (all runs)"]) and math.isnan(table.loc[3, "p"])
+
+
+def test_paired_lines_give_percent_of_the_baseline_and_place_the_published_difference():
+    from lmreport.report import format_paired, paired_against_baseline, paired_lines
+
+    runs = _runs({"adabelief": 200.0, "lm-cbrt": 199.0, "lm-x2": 204.0})
+    runs.loc[runs.variant == "lm-cbrt", "min_test"] += [0.0, -1.0, -2.0]  # d = -1, -2, -3
+    runs.loc[runs.variant == "lm-x2", "min_test"] += [0.0, 0.5, 1.0]      # d = 4, 4.5, 5: 4.5 +- 1.24
+    paired = paired_against_baseline(runs)
+    cbrt, x2 = paired_lines(paired)
+    # t(.975, 2) * 1 / sqrt(3) = 2.484 (sd 1): -2 [-4.48, +0.48] PPL, at a baseline of 200 that is -1% [-2.24%, +0.24%]
+    assert cbrt.startswith("1 layer(s), AdaBelief-LM ∛x − AdaBelief (min test PPL (study's \"valid\"), 3 seeds): "
+                           "-2.00 [-4.48, +0.48] PPL, -1.00% [-2.24%, +0.24%] of the baseline; better on 3 of 3")
+    # the study at one layer: 84.0 / 84.3 - 1 = -0.36%, inside; x2: 84.7 / 84.3 - 1 = +0.47%, outside [+1.63%, +2.87%]
+    assert cbrt.endswith("includes 0: not resolved with these seeds; the published difference, -0.36%, lies inside it.")
+    assert "excludes 0: worse than AdaBelief; the published difference, +0.47%, lies outside it." in x2
+    table = format_paired(paired)
+    assert table["% of baseline (95% CI)"].tolist() == ["-1.00 [-2.24, +0.24]", "+2.25 [+1.63, +2.87]"]
+    assert table["published %"].tolist() == ["-0.36", "+0.47"]

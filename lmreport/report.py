@@ -562,8 +562,9 @@ def readme_results(profile: str, root: str | Path | None = None) -> str:
         parts += ["", f"![Each variant minus AdaBelief at `{profile}` scale, paired by seed, with 95% intervals and "
                   f"the published differences]({headline.relative_to(project_dir()).as_posix()})", "",
                   "*The headline (notebook 04): per depth, each variant minus AdaBelief over the seeds they "
-                  "share — dot the mean, bar the 95% t-interval; filled: min test PPL, open: test PPL at the "
-                  "best-valid epoch; red diamond: the published difference (min test). Left of zero the "
+                  "share, in percent of AdaBelief's perplexity (the scale on which a reduced profile and the "
+                  "study compare) — dot the mean, bar the 95% t-interval; filled: min test PPL, open: test PPL "
+                  "at the best-valid epoch; red diamond: the published difference (min test). Left of zero the "
                   "variant is better.*"]
     for layers in sorted(done["layers"].unique()):
         k = {1: 1, 2: 2, 3: 3}.get(layers, layers)

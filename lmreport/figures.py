@@ -98,7 +98,7 @@ def plot_paired_differences(paired, published: dict | None = None, metrics=("min
                 diff = 100 * (published[(layers, variant)] / published[(layers, "adabelief")] - 1)
                 ax.scatter([diff], [y + offsets[0] - 0.22], **PUBLISHED_MARKER)
         ax.set_title(f"{layers} layer{'s' if layers > 1 else ''}")
-        ax.set_xlabel("variant − AdaBelief (% of AdaBelief's perplexity)")
+        ax.set_xlabel("variant − AdaBelief (% of its PPL)")
         ax.grid(axis="y", visible=False)
     axes[0][0].set_yticks(range(len(variants)))
     axes[0][0].set_yticklabels([r["label"] for _, r in rows.drop_duplicates("variant").iterrows()])

@@ -40,10 +40,26 @@ def test_headline_figure_shows_intervals_zero_and_the_published_difference_outsi
     assert offsets == [-3.76, -1.35]  # percent of the baseline: 64.0 / 66.5 - 1 and 65.6 / 66.5 - 1
     interval = [line for line in axes[0].lines if len(line.get_xdata()) == 2 and list(line.get_xdata()) != [0, 0]]
     assert sorted(interval[0].get_xdata()) == [-1.0, 0.25]  # -2.0 and +0.5 PPL at a baseline of 200
-    assert axes[0].get_xlabel() == "variant − AdaBelief (% of AdaBelief's perplexity)"
+    assert axes[0].get_xlabel() == "variant − AdaBelief (% of its PPL)"
     fig.canvas.draw()
     legend = fig.legends[0].get_window_extent()
     assert all(legend.y1 <= a.get_window_extent().y0 for a in axes)  # below every panel, over no data
+
+
+def test_headline_panels_axis_labels_do_not_run_into_each_other():
+    from lmreport.figures import use_style
+
+    use_style()  # the report's fonts, which are what made a longer label collide
+    rows = [{"layers": layers, "variant": variant, "label": label, "baseline": "AdaBelief", "metric": metric,
+             "n pairs": 3, "mean difference": -1.0, "95% CI low": -2.0, "95% CI high": 0.5, "baseline mean": 200.0}
+            for layers in (1, 2, 3)
+            for variant, label in (("lm-x2", "AdaBelief-LM x²"),
+                                   ("lm-cbrt-whh-trained", "AdaBelief-LM ∛x wdrop_mode=trained"))
+            for metric in ("min_test", "test_at_best_valid")]
+    fig = plot_paired_differences(pd.DataFrame(rows), {})
+    fig.canvas.draw()
+    labels = [a.xaxis.label.get_window_extent() for a in fig.axes]
+    assert all(left.x1 < right.x0 for left, right in zip(labels, labels[1:]))
 
 
 def test_the_document_numbers_sections_figures_and_tables_and_gives_images_their_captions():

@@ -66,8 +66,8 @@ def plot_paired_differences(paired, published: dict | None = None, metrics=("min
     reduced-scale profile (perplexity near 180) and the study (near 60) share one axis.
 
     ``paired``: ``report.paired_against_baseline`` rows (baseline AdaBelief);
-    ``published``: (layers, variant) -> published min test PPL (``report.PUBLISHED``'s
-    second value), or None.
+    ``published``: (layers, variant) -> the published min test PPL difference to AdaBelief,
+    in percent of AdaBelief's (``report.published_differences()``), or None.
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -94,9 +94,8 @@ def plot_paired_differences(paired, published: dict | None = None, metrics=("min
                             lw=2.2, solid_capstyle="butt", zorder=2)
                 ax.plot(r["mean difference"] * pct, y + off, marker=style["marker"], color=style["color"], ms=7,
                         fillstyle=fills.get(metric, "full"), markeredgewidth=1.5, zorder=3, ls="none")
-            if published and (layers, variant) in published and (layers, "adabelief") in published:
-                diff = 100 * (published[(layers, variant)] / published[(layers, "adabelief")] - 1)
-                ax.scatter([diff], [y + offsets[0] - 0.22], **PUBLISHED_MARKER)
+            if published and published.get((layers, variant)) is not None:
+                ax.scatter([published[(layers, variant)]], [y + offsets[0] - 0.22], **PUBLISHED_MARKER)
         ax.set_title(f"{layers} layer{'s' if layers > 1 else ''}")
         ax.set_xlabel("variant − AdaBelief (% of its PPL)")
         ax.grid(axis="y", visible=False)

@@ -262,6 +262,13 @@ def published_relative(layers: int, variant: str, baseline: str = "adabelief") -
     return 100 * (PUBLISHED[(layers, variant)][1] / PUBLISHED[(layers, baseline)][1] - 1)
 
 
+def published_differences(baseline: str = "adabelief") -> dict:
+    """(layers, variant) -> ``published_relative`` for every variant the study published
+    beside ``baseline``: the red markers of the headline figure."""
+    return {(layers, variant): published_relative(layers, variant, baseline)
+            for layers, variant in PUBLISHED if variant != baseline and (layers, baseline) in PUBLISHED}
+
+
 # Comparisons an ablation exists for, beyond "every variant against AdaBelief":
 # (variant, its own baseline). LM against AdaBelief when both train the recurrent matrices
 # asks whether the study's comparison survives the corrected model.

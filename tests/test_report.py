@@ -286,3 +286,16 @@ def test_paired_lines_give_percent_of_the_baseline_and_place_the_published_diffe
     table = format_paired(paired)
     assert table["% of baseline (95% CI)"].tolist() == ["-1.00 [-2.24, +0.24]", "+2.25 [+1.63, +2.87]"]
     assert table["published %"].tolist() == ["-0.36", "+0.47"]
+
+
+def test_published_differences_are_the_study_tables_in_percent_of_adabelief():
+    from lmreport.report import PUBLISHED, published_differences
+
+    differences = published_differences()
+    # one per published LM variant and depth, never the baseline against itself
+    assert sorted(differences) == sorted(k for k in PUBLISHED if k[1] != "adabelief")
+    # Table 4.2: 64.0 / 66.5 - 1; Table 4.3 ∛x and √x; Table 4.1 x² (the one published loss)
+    assert round(differences[(2, "lm-cbrt")], 2) == -3.76
+    assert round(differences[(3, "lm-cbrt")], 2) == -2.94
+    assert round(differences[(3, "lm-sqrt")], 2) == -3.10
+    assert round(differences[(1, "lm-x2")], 2) == +0.47

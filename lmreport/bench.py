@@ -42,8 +42,9 @@ from torch.optim import Optimizer
 from .config import make_config
 from .data import get_batch, load_corpus, repo_root
 from .benchtables import EVAL_LABELS, SHARE_LABELS
+from .children import die_with_parent, log_tail
 from .files import make_folder, write_text
-from .grid import GRID_RUNS_PER_DEPTH, _die_with_parent, _tail
+from .grid import GRID_RUNS_PER_DEPTH
 from .model import repackage_hidden
 from .optim import resolve_f
 from .regularize import activation_reg, temporal_activation_reg
@@ -385,13 +386,13 @@ def _train_processes(profile: str, layers: int, run_dirs: list[Path], epochs: in
             with open(d / "train.log", "w") as log:  # a file, not a pipe: N chatty children cannot block
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "lmreport", "train", *args, "--run-dir", str(d)], env=env, stdout=log,
-                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if os.name == "posix" else None))
+                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent if os.name == "posix" else None))
         for proc, d in zip(procs, run_dirs):
             proc.wait()
             status = read_status(d)["status"]  # "diverged" exits 1 too; the status says which
             if status != "finished":
                 status = status if status == "diverged" else "failed"
-                raise RuntimeError(f"training process {status} (exit {proc.returncode}): {_tail(d / 'train.log')}")
+                raise RuntimeError(f"training process {status} (exit {proc.returncode}): {log_tail(d / 'train.log')}")
     finally:  # one failed or Ctrl-C: the others would only keep the cores (or the GPU) busy
         for proc in procs:
             if proc.poll() is None:

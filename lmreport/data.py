@@ -53,6 +53,11 @@ def repo_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "lmreport").is_dir() else None
 
 
+def project_dir() -> Path:
+    """The checkout (editable install), else the current folder."""
+    return repo_root() or Path.cwd()
+
+
 def default_data_dir() -> Path:
     env = os.environ.get("LMREPORT_DATA_DIR")
     if env:

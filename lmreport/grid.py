@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -32,9 +31,10 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
+from .children import die_with_parent, log_tail
 from .config import PROFILES, make_config
+from .data import project_dir
 from .files import make_folder, write_text
-from .report import project_dir
 from .train import DONE, RunBusy, mark_interrupted, read_status, run_lock
 
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
@@ -204,14 +204,6 @@ def check_before_running(jobs: list[Job], root: Path, data_dir: str | None = Non
         check_data(corpus, job.config(root))
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the notebook run gets SIGTERM if the grid process dies, so no orphan keeps
-    training a run the restarted grid wants (its kernel then exits on its own)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def run_job(job: Job, root: Path, threads: int | None = None, data_dir: str | None = None,
             device: str | None = None) -> tuple[Job, str, str]:
     """Execute notebook 03 for one job; return (job, final status, error text).
@@ -253,7 +245,7 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
                 if _STOPPING.is_set():
                     return job, "interrupted", ""
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        preexec_fn=_die_with_parent if os.name == "posix" else None)
+                                        preexec_fn=die_with_parent if os.name == "posix" else None)
                 _LIVE.add(proc)
             try:
                 proc.wait()
@@ -272,7 +264,7 @@ def _run_notebook(job: Job, root: Path, run_dir: Path, threads, data_dir, device
     if _STOPPING.is_set() and status["status"] in ("running", "interrupted"):
         mark_interrupted(run_dir)
         return job, "interrupted", ""
-    error = status.get("error") or _tail(run_dir / "papermill.log") or f"papermill exit {proc.returncode}"
+    error = status.get("error") or log_tail(run_dir / "papermill.log") or f"papermill exit {proc.returncode}"
     return job, "failed", error
 
 
@@ -280,11 +272,6 @@ def yaml_parameters(params: dict) -> str:
     """Notebook parameters for papermill's ``-y``, which reads YAML: there JSON's 1e-06 is
     a string, while PyYAML's own dump writes 1.0e-06 (tuples go as lists)."""
     return yaml.safe_dump(json.loads(json.dumps(params)))
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    text = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
-    return " | ".join(line.strip() for line in text[-lines:])
 
 
 class NotebookRuns:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
+from .children import die_with_parent
 from .grid import Job, NotebookRuns
 from .train import DONE, RunBusy, mark_interrupted, read_status, run_lock
 
@@ -45,9 +45,7 @@ def _start_worker(threads: int) -> None:  # pragma: no cover - runs in the worke
     # the SIGINT too would die between runs with a traceback instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if sys.platform.startswith("linux"):  # an orphaned worker stops instead of training on
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    die_with_parent()  # an orphaned worker stops instead of training on
     # as the papermill executor sets them for a kernel (train sets torch's count itself)
     os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 

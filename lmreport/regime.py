@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from .grid import STUDY_VARIANTS
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 GAP_RATIO = 0.9
 DROP_MOVE = 0.01
@@ -80,7 +84,7 @@ def candidate_config(candidate: str, layers: int, seed: int, root: str | Path, *
     return replace(config, profile="converged", run_dir=str(run_dir), **runtime).validate()
 
 
-def pilot_runs(root: str | Path) -> dict[Path, "RunConfig"]:
+def pilot_runs(root: str | Path) -> dict[Path, RunConfig]:
     """Every pilot run folder under ``root/<candidate>/`` and its config, and the converged
     grid's finished runs beside it (``root/../runs/``): once a candidate is the profile, the grid's
     AdaBelief runs of more seeds are that candidate's pilot runs too (same settings)."""

@@ -4,13 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .data import repo_root
+from .data import project_dir
 from .files import atomic_write, replace_block, write_text
-
-
-def project_dir() -> Path:
-    """The checkout (editable install), else the current folder."""
-    return repo_root() or Path.cwd()
 
 
 def figures_dir(profile: str | None = None) -> Path:

@@ -336,17 +336,23 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
                   "the paired differences pooled over the variants in the table above, against a 95% "
                   "interval of 1% of the AdaBelief mean; the grid plans 5 seeds for the study variants):", "",
                   spread.to_markdown(index=False, disable_numparse=True)]
+    ablations = interim_ablations(results, profile)
+    if len(ablations):
+        lines += ["", "Interim ablations, the same statistics at the depths where an ablation is complete: "
+                  "each against AdaBelief and against its own reference (`lm-cbrt-whh-trained` against "
+                  "`adabelief-whh-trained`, `lm-cbrt-czero` against `lm-cbrt`):", "",
+                  ablations.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(lines)
 
 
-def _complete_runs(results: str | Path, profile: str) -> pd.DataFrame:
-    """The study variants' runs at each depth where all of a variant's planned seeds and the
+def _complete_runs(results: str | Path, profile: str, variants=STUDY_VARIANTS) -> pd.DataFrame:
+    """The runs of ``variants`` at each depth where all of a variant's planned seeds and the
     baseline's have finished (a partial depth would pair a changing set of seeds)."""
     from .report import collect_runs
 
-    progress = grid_progress(results, profile, variants=STUDY_VARIANTS)
+    progress = grid_progress(results, profile, variants=variants)
     complete = progress.groupby(["layers", "variant"]).finished.all()
-    runs, _ = collect_runs(profile, results, variants=list(STUDY_VARIANTS))
+    runs, _ = collect_runs(profile, results, variants=list(variants))
     keep = [complete.get((n, v), False) and complete.get((n, "adabelief"), False)
             for n, v in zip(runs.layers, runs.variant)]
     return runs[keep]
@@ -358,6 +364,16 @@ def interim_paired(results: str | Path, profile: str = "converged") -> pd.DataFr
 
     paired = paired_against_baseline(_complete_runs(results, profile))
     return format_paired(paired).drop(columns=["against", "metric"])
+
+
+def interim_ablations(results: str | Path, profile: str = "converged") -> pd.DataFrame:
+    """``report.format_paired`` rows of the ablations at each complete depth, minimum test PPL:
+    each against AdaBelief, and against its own reference (``report.ABLATION_PAIRS``) where
+    that reference is complete too."""
+    from .report import format_paired, paired_comparisons
+
+    paired = paired_comparisons(_complete_runs(results, profile, variants=GRID_VARIANTS), metrics=("min_test",))
+    return format_paired(paired[~paired["variant"].isin(STUDY_VARIANTS)]).drop(columns=["metric"])
 
 
 def seeds_from_spread(results: str | Path, profile: str = "converged", target: float = 0.01,

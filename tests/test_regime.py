@@ -200,6 +200,29 @@ def test_seeds_from_spread_pools_the_paired_variances_of_a_depth(monkeypatch):
         "half-width at 5 seeds": "0.91 (0.9%)"}]
 
 
+def test_interim_ablations_pair_each_ablation_with_adabelief_and_its_own_reference(monkeypatch):
+    import pandas as pd
+
+    from lmreport import regime
+
+    rows = [("adabelief", (100.0, 101.0, 102.0)), ("lm-x", (100.5, 101.5, 103.0)),
+            ("lm-cbrt", (99.0, 101.0, 101.5)), ("lm-cbrt-czero", (97.0, 98.0, 100.0)),
+            ("adabelief-whh-trained", (96.0, 98.0, 98.5))]  # its LM partner is not complete: no own pair
+    runs = pd.DataFrame([{"layers": 1, "variant": v, "seed": s, "min_test": m, "status": "finished"}
+                         for v, values in rows for s, m in zip((1, 2, 3), values)])
+    monkeypatch.setattr(regime, "_complete_runs", lambda results, profile, variants=None: runs)
+    table = regime.interim_ablations("unused")
+    got = table[["variant", "against", "seeds", "mean difference", "better on"]].to_dict("records")
+    assert got == [
+        {"variant": "AdaBelief-LM ∛x c_mode=zero", "against": "AdaBelief", "seeds": 3,
+         "mean difference": "-2.67", "better on": "3 of 3"},  # d = -3 -3 -2
+        {"variant": "AdaBelief wdrop_mode=trained", "against": "AdaBelief", "seeds": 3,
+         "mean difference": "-3.50", "better on": "3 of 3"},  # d = -4 -3 -3.5
+        {"variant": "AdaBelief-LM ∛x c_mode=zero", "against": "AdaBelief-LM ∛x", "seeds": 3,
+         "mean difference": "-2.17", "better on": "3 of 3"}]  # d = -2 -3 -1.5
+    assert "published %" in table and set(table["published %"]) == {"–"}
+
+
 def test_profile_regime_calls_the_cpu_profile_a_proxy_and_the_converged_one_in_the_regime():
     import re
     from pathlib import Path

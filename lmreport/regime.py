@@ -326,22 +326,19 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
               f"{len(sittings)} grid sitting(s) so far, {hours:.1f} h of wall time in all "
               f"(`results/{profile}/grid_sittings.csv`)."]
     paired = interim_paired(results, profile)
-    if len(paired):
-        lines += ["", "Interim paired differences (minimum test PPL, variant − AdaBelief by seed, two-sided "
-                  "95% t-interval) at the depths where every planned seed of a variant has finished, "
-                  "until the report's statistics cover the whole grid:", "",
-                  paired.to_markdown(index=False, disable_numparse=True)]
-        spread = seeds_from_spread(results, profile)
-        lines += ["", "The seeds the measured paired spread asks for (`regime.seeds_from_spread`: the sd of "
-                  "the paired differences pooled over the variants in the table above, against a 95% "
-                  "interval of 1% of the AdaBelief mean; the grid plans 5 seeds for the study variants):", "",
-                  spread.to_markdown(index=False, disable_numparse=True)]
-    ablations = interim_ablations(results, profile)
-    if len(ablations):
-        lines += ["", "Interim ablations, the same statistics at the depths where an ablation is complete: "
-                  "each against AdaBelief and against its own reference (`lm-cbrt-whh-trained` against "
-                  "`adabelief-whh-trained`, `lm-cbrt-czero` against `lm-cbrt`):", "",
-                  ablations.to_markdown(index=False, disable_numparse=True)]
+    tables = [] if paired.empty else [
+        ("Interim paired differences (minimum test PPL, variant − AdaBelief by seed, two-sided 95% t-interval) "
+         "at the depths where every planned seed of a variant has finished, until the report's statistics "
+         "cover the whole grid:", paired),
+        ("The seeds the measured paired spread asks for (`regime.seeds_from_spread`: the sd of the paired "
+         "differences pooled over the variants in the table above, against a 95% interval of 1% of the "
+         "AdaBelief mean; the grid plans 5 seeds for the study variants):", seeds_from_spread(results, profile))]
+    tables.append(("Interim ablations, the same statistics at the depths where an ablation is complete: each "
+                   "against AdaBelief and against its own reference (`lm-cbrt-whh-trained` against "
+                   "`adabelief-whh-trained`, `lm-cbrt-czero` against `lm-cbrt`):", interim_ablations(results, profile)))
+    for caption, table in tables:
+        if len(table):
+            lines += ["", caption, "", table.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(lines)
 
 

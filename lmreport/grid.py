@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from .children import die_with_parent, log_tail
 from .config import PROFILES, make_config
 from .data import project_dir
-from .files import make_folder, write_text
+from .files import make_folder
+from .sittings import Sitting, mark_lost
 from .train import DONE, RunBusy, mark_interrupted, read_status, run_lock
 
 _LIVE: set[subprocess.Popen] = set()   # notebook runs in flight, for a clean interrupt
@@ -329,7 +330,12 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     failures: list[tuple[Job, str]] = []
     held: list[Job] = []
     start = time.monotonic()
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    sitting = None
+    if todo:
+        ledger = root / profile / "grid_sittings.csv"
+        mark_lost(ledger)
+        sitting = Sitting(ledger, variants or STUDY_VARIANTS, jobs, threads)
+        sitting.update(0, len(done), 0, force=True)
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
                disable=not progress)
     completed, outcome = 0, "complete"
@@ -350,6 +356,8 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
                     failures.append((job, error))
                     bar.write(f"failed: {job.name}: {error}")
                 bar.update(1)
+            if sitting:  # skipped: finished before this sitting, or left to another grid that held them
+                sitting.update(completed, len(done) + len(held), len(failures), force=bool(finished))
     except BaseException:
         # Ctrl-C or SIGTERM: stop the runs (each keeps its last checkpoint and resumes
         # from it next time) and still log the sitting.
@@ -364,30 +372,6 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
                    "held": [j.name for j in held],
                    "seconds": time.monotonic() - start, "jobs": jobs, "threads_per_job": threads,
                    "outcome": outcome}
-        if todo:
-            _log_sitting(root / profile / "grid_sittings.csv", started, summary, variants or STUDY_VARIANTS)
+        if sitting:
+            sitting.end(completed, len(done) + len(held), len(failures), outcome)
     return summary
-
-
-def _log_sitting(path: Path, started: str, summary: dict, variants) -> None:
-    """One line per grid invocation that trained something: when, how long, how many runs
-    it completed (finished, diverged or failed), and whether it ended or was interrupted.
-    The file is rewritten whole (atomically), so a crash cannot leave half a line, under a
-    lock, so grids over the same results that end together (shards stopped at once) keep
-    every line."""
-    import csv
-    import io
-    import platform
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    # skipped: finished before this sitting, or left to another grid that held them
-    writer.writerow([started, f"{summary['seconds'] / 60:.1f}", summary["ran"],
-                     summary["skipped"] + len(summary["held"]),
-                     len(summary["failed"]), summary["jobs"], summary["threads_per_job"],
-                     platform.node(), " ".join(variants), summary["outcome"]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with run_lock(path.parent, name=".grid_sittings.lock", holder="logged by another grid"):
-        old = path.read_text(encoding="utf-8") if path.is_file() else (
-            "started,wall_minutes,ran,skipped,failed,jobs,threads_per_job,host,variants,outcome\n")
-        write_text(path, old + out.getvalue())

@@ -378,11 +378,12 @@ def test_notebook_parameters_keep_their_types_through_papermill_yaml(tmp_path):
 
 
 def _log_sittings(path, n):
-    from lmreport.grid import _log_sitting
+    from lmreport.sittings import Sitting
 
-    summary = dict(seconds=60.0, ran=1, skipped=0, failed=[], held=[], jobs=1, threads_per_job=1, outcome="ended")
-    for i in range(n):
-        _log_sitting(path, f"2026-11-25T00:00:{i:02d}", summary, ["adabelief"])
+    for _ in range(n):
+        sitting = Sitting(path, ["adabelief"], jobs=1, threads=1)
+        sitting.update(0, 0, 0, force=True)
+        sitting.end(1, 0, 0, "ended")
 
 
 def test_grids_ending_together_keep_every_sitting_line(tmp_path):
@@ -493,3 +494,31 @@ def test_appendix_c_tables_are_rebuilt_only_from_every_models_weights(smoke_grid
     text = execute()
     assert "no best_test.pt in 1 run folder(s) (L1-lm-cbrt-s141); the tables below are read from" in text
     assert pd.read_csv(tables / "appendix_c_continuations.csv").equals(full)  # not overwritten by one model
+
+
+def test_a_sitting_keeps_one_line_with_a_heartbeat_and_the_next_one_marks_a_dead_one_lost(tmp_path):
+    from lmreport.sittings import HEARTBEAT_S, STALE_S, Sitting, mark_lost
+
+    path = tmp_path / "grid_sittings.csv"
+    t0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    dead = Sitting(path, ["adabelief", "lm-cbrt"], jobs=2, threads=1, now=t0)
+    dead.update(0, 3, 0, force=True, now=t0)
+    dead.update(1, 3, 0, now=t0 + 60)  # within the heartbeat: not written
+    assert pd.read_csv(path).ran.tolist() == [0]
+    dead.update(1, 3, 0, force=True, now=t0 + 90)  # a run completed: written at once
+    dead.update(1, 3, 0, now=t0 + 90 + HEARTBEAT_S)  # the heartbeat
+    row = pd.read_csv(path).iloc[0]
+    assert (row.started, row.wall_minutes, row.ran, row.skipped, row.outcome) == (
+        "2027-01-15T08:00:00+0000", 6.5, 1, 3, "running")
+    assert row.variants == "adabelief lm-cbrt" and len(pd.read_csv(path)) == 1
+    # the machine is lost: nothing ends the line; a sitting that starts later finds it stale
+    beat = t0 + 90 + HEARTBEAT_S
+    alive = Sitting(path, ["adabelief"], jobs=1, threads=2, now=beat + STALE_S - 30)
+    alive.update(0, 0, 0, force=True, now=beat + STALE_S - 30)
+    assert mark_lost(path, now=beat + STALE_S - 1) == 0  # within STALE_S of its heartbeat: maybe alive
+    assert mark_lost(path, now=beat + STALE_S + 1) == 1
+    table = pd.read_csv(path)
+    assert table[["ran", "wall_minutes", "outcome"]].values.tolist() == [[1, 6.5, "lost"], [0, 0.0, "running"]]
+    alive.end(2, 0, 0, "complete", now=beat + STALE_S + 600)
+    assert pd.read_csv(path).outcome.tolist() == ["lost", "complete"]
+    assert mark_lost(path, now=beat + 10 * STALE_S) == 0  # ended lines are never touched

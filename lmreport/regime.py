@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from .grid import STUDY_VARIANTS
+from .report import ABLATION_PAIRS
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -333,9 +334,9 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
         ("The seeds the measured paired spread asks for (`regime.seeds_from_spread`: the sd of the paired "
          "differences pooled over the variants in the table above, against a 95% interval of 1% of the "
          "AdaBelief mean; the grid plans 5 seeds for the study variants):", seeds_from_spread(results, profile))]
+    own = ", ".join(f"`{variant}` against `{baseline}`" for variant, baseline in ABLATION_PAIRS)
     tables.append(("Interim ablations, the same statistics at the depths where an ablation is complete: each "
-                   "against AdaBelief and against its own reference (`lm-cbrt-whh-trained` against "
-                   "`adabelief-whh-trained`, `lm-cbrt-czero` against `lm-cbrt`):", interim_ablations(results, profile)))
+                   f"against AdaBelief and against its own reference ({own}):", interim_ablations(results, profile)))
     for caption, table in tables:
         if len(table):
             lines += ["", caption, "", table.to_markdown(index=False, disable_numparse=True)]

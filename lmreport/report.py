@@ -212,6 +212,14 @@ def kendall_by_depth(measured, x: str = "lambda_max", y: str = "min_test"):
     return pd.DataFrame(rows, columns=["layers", "runs", "τ (all runs)", "p", "mean τ within variant"])
 
 
+def kendall_by_measure(measured, measures=("lambda_max", "worst_sharpness_0.001"), y: str = "min_test"):
+    """``kendall_by_depth`` for several sharpness measures, one block of depths per measure."""
+    import pandas as pd
+
+    return pd.concat([kendall_by_depth(measured, m, y).assign(measure=SHARPNESS_LABELS[m]) for m in measures],
+                     ignore_index=True)[["measure", "layers", "runs", "τ (all runs)", "p", "mean τ within variant"]]
+
+
 def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "adabelief"):
     """Each variant minus the baseline, paired by (layers, seed): mean, 95% t-interval, p."""
     import numpy as np
@@ -241,6 +249,30 @@ def paired_against_baseline(runs, metric: str = "min_test", baseline: str = "ada
     columns = ["layers", "variant", "label", "baseline", "metric", "n pairs", "mean difference", "95% CI low",
                "95% CI high", "p (paired t)", "seeds better", "baseline mean"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def sharpness_paired(measured, measures=("lambda_max", "worst_sharpness_0.001")):
+    """Notebook 05's test of the flat-minima account: per measure, each variant minus
+    AdaBelief paired by seed, as text. λ_max alone is not enough, because it changes when the
+    weights are rescaled and the LM variants end with smaller weights; the adaptive
+    worst-case sharpness is invariant to that rescaling. Rows need two pairs."""
+    import pandas as pd
+
+    frames = []
+    for measure in measures:
+        paired = paired_against_baseline(measured, measure)
+        paired = paired[paired["n pairs"] >= 2]
+        pct = {c: relative(paired, c) for c in ("mean difference", "95% CI low", "95% CI high")}
+        frames.append(pd.DataFrame({
+            "layers": paired["layers"], "variant": paired["label"], "measure": SHARPNESS_LABELS[measure],
+            "seeds": paired["n pairs"], "AdaBelief mean": paired["baseline mean"].map("{:.4g}".format),
+            "difference (95% CI)": [f"{m:+.2g} [{lo:+.2g}, {hi:+.2g}]" for m, lo, hi in
+                                    zip(paired["mean difference"], paired["95% CI low"], paired["95% CI high"])],
+            "% of AdaBelief (95% CI)": [f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for m, lo, hi in
+                                        zip(pct["mean difference"], pct["95% CI low"], pct["95% CI high"])],
+            "lower on": [f"{b:.0f} of {n}" for b, n in zip(paired["seeds better"], paired["n pairs"])],
+        }))
+    return pd.concat(frames, ignore_index=True)
 
 
 def relative(paired, column: str):

@@ -299,3 +299,30 @@ def test_published_differences_are_the_study_tables_in_percent_of_adabelief():
     assert round(differences[(3, "lm-cbrt")], 2) == -2.94
     assert round(differences[(3, "lm-sqrt")], 2) == -3.10
     assert round(differences[(1, "lm-x2")], 2) == +0.47
+
+
+def test_sharpness_is_compared_with_adabelief_by_seed_on_both_measures_and_tau_by_measure():
+    from lmreport.report import kendall_by_measure, sharpness_paired
+
+    # three seeds at one layer; lm-cbrt's lambda_max is above AdaBelief's by 1.5, 2.5, 3.5 (in 1e-3),
+    # its worst-case sharpness below by 0.5 on each seed; one seed at three layers pairs with nothing
+    measured = pd.DataFrame({
+        "layers": [1] * 6 + [3, 3], "variant": ["adabelief"] * 3 + ["lm-cbrt"] * 3 + ["adabelief", "lm-cbrt"],
+        "seed": [141, 6, 42] * 2 + [141, 141], "status": "finished",
+        "lambda_max": [0.100, 0.101, 0.102, 0.1015, 0.1035, 0.1055, 0.2, 0.1],
+        "worst_sharpness_0.001": [1.0, 2.0, 3.0, 0.5, 1.5, 2.5, 1.0, 1.0],
+        "min_test": [180.0, 181.0, 183.0, 181.5, 182.5, 183.5, 170.0, 171.0]})
+    table = sharpness_paired(measured)
+    assert table["measure"].tolist() == ["λ_max", "worst-case sharpness (ρ = 0.001)"]  # no 3-layer row
+    # d = 1.5, 2.5, 3.5 e-3: mean 2.5e-3, half-width t(.975, 2) * 1e-3 / sqrt(3) = 2.484e-3; 2.5e-3 of 0.101 is 2.5%
+    assert table.loc[0, "difference (95% CI)"] == "+0.0025 [+1.6e-05, +0.005]"
+    assert table.loc[0, "% of AdaBelief (95% CI)"] == "+2.5 [+0.0, +4.9]" and table.loc[0, "lower on"] == "0 of 3"
+    # a constant -0.5 has a zero-width interval: 25% of AdaBelief's mean worst-case sharpness, 2.0
+    assert table.loc[1, "difference (95% CI)"] == "-0.5 [-0.5, -0.5]" and table.loc[1, "lower on"] == "3 of 3"
+    assert table.loc[1, "% of AdaBelief (95% CI)"] == "-25.0 [-25.0, -25.0]"
+    tau = kendall_by_measure(measured).set_index(["measure", "layers"])
+    # by lambda_max the one-layer test PPLs run 180, 181, 181.5, 183, 182.5, 183.5: one discordant pair of 15
+    assert round(tau.loc[("λ_max", 1), "τ (all runs)"], 6) == round(13 / 15, 6)
+    # by worst-case sharpness: 181.5, 180, 182.5, 181, 183.5, 183: four discordant pairs
+    assert round(tau.loc[("worst-case sharpness (ρ = 0.001)", 1), "τ (all runs)"], 6) == round(7 / 15, 6)
+    assert tau.loc[("λ_max", 3), "runs"] == 2

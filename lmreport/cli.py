@@ -213,6 +213,9 @@ def _add_grid_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=None, help="default: 1 2 3")
     parser.add_argument("--variants", nargs="+", default=None, help="default: the study's five")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 141 6 42")
+    parser.add_argument("--planned", action="store_true",
+                        help="the profile's whole planned grid in its order (`profiles` lists it; converged: "
+                             "issue #17's 102 runs); --layers, --variants and --seeds then select from it")
     parser.add_argument("--jobs", type=int, default=None, help="runs at once (default: the profile's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: the cores divided by --jobs)")
@@ -259,7 +262,8 @@ def _cluster_grid(args) -> int:
     options = options.updated(**flags, sbatch=args.sbatch)
     root = Path(args.results_dir) if args.results_dir else results_root()
     if args.status:
-        names = [j.name for j in plan(args.profile, args.layers, args.variants, args.seeds, args.shard, root)]
+        names = [j.name for j in plan(args.profile, args.layers, args.variants, args.seeds, args.shard, root,
+                                      planned=args.planned)]
         rows = grid_status(args.profile, args.executor, root, names)
     else:
         if args.executor == "local":
@@ -267,7 +271,7 @@ def _cluster_grid(args) -> int:
         result = run_cluster_grid(args.profile, args.executor, args.layers, args.variants, args.seeds,
                                   options=options, jobs=args.jobs, shard=args.shard, data_dir=args.data_dir,
                                   device=args.device, root=root, threads=args.threads, wait=args.wait,
-                                  progress=args.progress)
+                                  progress=args.progress, planned=args.planned)
         rows = result["runs"]
         print(f"grid {args.profile} ({args.executor}): {_count(len(result['submitted']), 'job')} submitted; "
               f"logs in {cluster_dir(root, args.profile) / 'logs'}")
@@ -382,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                                shard=args.shard,
                                data_dir=args.data_dir, device=args.device, root=args.results_dir,
                                progress=args.progress, threads=args.threads,
-                               executor=executor_named(args.executor))
+                               executor=executor_named(args.executor), planned=args.planned)
             print(f"grid {summary['profile']}: {_count(summary['total'], 'run')}, {summary['skipped']} already "
                   f"done, {summary['ran']} run now in {summary['seconds'] / 60:.1f} min "
                   f"({summary['jobs']} at once, {_count(summary['threads_per_job'], 'thread')} each), "
@@ -470,11 +474,13 @@ def main(argv: list[str] | None = None) -> int:
             tests = record["tests"]
             return 1 if tests.get("run") and (tests["failed"] or tests["exit_code"] not in (0, 5)) else 0
         elif args.command == "profiles":
+            from .grid import describe_plan
             for name, profile in PROFILES.items():
                 changes = ", ".join(f"{k}={v}" for k, v in profile.overrides.items()) or "none"
                 lrs = ", ".join(f"{k} lr={v}" for k, v in profile.lr.items())
                 print(f"{name}: {profile.description}\n  changes: {changes}"
                       + (f"; {lrs}" if lrs else "") + f"; grid jobs: {profile.grid_jobs}")
+                print(f"  planned grid (grid --planned): {describe_plan(name)}")
     except (ValueError, DataError) as err:
         print(f"lmreport {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -390,15 +390,15 @@ def run_cluster_grid(profile: str, executor: str, layers=None, variants=None, se
                      options: ClusterOptions | None = None, jobs: int | None = None,
                      shard: str | None = None, data_dir: str | None = None, device: str | None = None,
                      root: str | Path | None = None, threads: int | None = None, wait: bool = False,
-                     progress: bool = True) -> dict:
-    """Submit the grid's unfinished runs (``slurm``: one array; ``local``: submitit's local
+                     progress: bool = True, planned: bool = False) -> dict:
+    """Submit the grid's unfinished runs (``grid.plan``'s, ``planned`` as there) (``slurm``: one array; ``local``: submitit's local
     executor, ``jobs`` at a time, waiting for them) and return what was submitted and the
     state of every run."""
     options = options or ClusterOptions()
     root = Path(root) if root else results_root()
-    planned = plan(profile, layers, variants, seeds, shard, root)
-    names = [j.name for j in planned]
-    todo = [j for j in planned if read_status(j.run_dir(root))["status"] not in DONE]
+    asked = plan(profile, layers, variants, seeds, shard, root, planned=planned)
+    names = [j.name for j in asked]
+    todo = [j for j in asked if read_status(j.run_dir(root))["status"] not in DONE]
     check_before_running(todo, root, data_dir, device if executor == "local" else "cpu", progress)
     if executor == "slurm":
         configs = job_configs(todo, root, threads or options.cpus_per_job, data_dir, device)

@@ -285,7 +285,28 @@ class Profile:
     # process ends: the weights are not committed, and a machine lost between sessions
     # takes them with it, while sharpness.json is committed beside the metrics
     measure_sharpness: bool = False
+    # the profile's whole grid for `grid --planned`, in training order: blocks of
+    # (depths, variant names, seeds), each expanded depth, then variant, then seed.
+    # Empty: the study's 45 runs (five variants, three depths, seeds 141, 6 and 42).
+    grid_plan: tuple = ()
 
+
+_STUDY_FIVE = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
+# Issue #17's grid. First the study's five variants and three ablations at the study's seeds
+# (72 runs). Then more seeds for the study's five where the paired spread measured on those
+# seeds asks for them (regime.seeds_from_spread on 2026-12-05: a 95% interval of at most 1%
+# of AdaBelief's perplexity needs 4 seeds at one layer, 3 at two and 8 at three), one seed
+# at a time, so that every finished block adds a full set of pairs; three layers first, where
+# the answer is least resolved (30 runs, 102 in all).
+_CONVERGED_PLAN = (
+    ((1, 2, 3), _STUDY_FIVE + ("lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained"), (141, 6, 42)),
+    ((3,), _STUDY_FIVE, (1,)),
+    ((3,), _STUDY_FIVE, (2,)),
+    ((1,), _STUDY_FIVE, (1,)),
+    ((3,), _STUDY_FIVE, (3,)),
+    ((3,), _STUDY_FIVE, (4,)),
+    ((3,), _STUDY_FIVE, (5,)),
+)
 
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
@@ -304,7 +325,7 @@ PROFILES: dict[str, Profile] = {
         "depth (at the published 1e-3 the 1-layer model still underfits after 30 epochs), "
         "test scored at batch 10 like validation; full validation and test splits.",
         dict(emsize=128, nhid=256, epochs=45, when=[23, 33], max_train_tokens=200_000, test_batch_size=10),
-        lr={"adabelief": 1e-2}, grid_jobs=2, measure_sharpness=True),
+        lr={"adabelief": 1e-2}, grid_jobs=2, measure_sharpness=True, grid_plan=_CONVERGED_PLAN),
     "smoke": Profile(
         "Tiny model (16/32) on the first 20k training tokens and 4k eval tokens, 2 epochs, "
         "lr/10 at epoch 2. Exercises every code path in seconds; numbers mean nothing.",

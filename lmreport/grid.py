@@ -164,25 +164,53 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def planned_jobs(profile: str) -> list[Job]:
+    """The profile's whole grid (``Profile.grid_plan``) in its training order, each run once;
+    the study's 45 runs where the profile plans nothing else."""
+    blocks = PROFILES[profile].grid_plan or ((STUDY_LAYERS, STUDY_VARIANTS, STUDY_SEEDS),)
+    jobs = [Job(profile, n, v, s) for layers, variants, seeds in blocks
+            for n in layers for v in variants for s in seeds]
+    return list(dict.fromkeys(jobs))
+
+
+def describe_plan(profile: str) -> str:
+    """One line naming the planned grid's run count and its blocks, as ``profiles`` prints it."""
+    blocks = PROFILES[profile].grid_plan or ((STUDY_LAYERS, STUDY_VARIANTS, STUDY_SEEDS),)
+    parts = [f"layers {' '.join(map(str, n))} x {' '.join(v)} x seed{'s' * (len(s) > 1)} {' '.join(map(str, s))}"
+             for n, v, s in blocks]
+    return f"{len(planned_jobs(profile))} runs: " + "; then ".join(parts)
+
+
 def plan(profile: str, layers=None, variants=None, seeds=None, shard: str | None = None,
-         root: Path | None = None, check: bool = True) -> list[Job]:
+         root: Path | None = None, check: bool = True, planned: bool = False) -> list[Job]:
     """The grid's runs in a fixed order (shard i/n takes every n-th from the i-th).
 
+    Without ``planned``: every depth x variant x seed asked for (default: the study's 45
+    runs). With it: the profile's planned grid (``planned_jobs``), of which ``layers``,
+    ``variants`` and ``seeds`` keep only the runs they name.
     With ``check`` every run's config is built first, so an invalid combination (or a
     derived variant whose source runs are missing) fails before anything runs.
     """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r} is invalid: one of {', '.join(PROFILES)}")
-    variants = list(dict.fromkeys(variants or STUDY_VARIANTS))  # a repeated name is one run, not two
     known = list(VARIANTS) + list(DERIVED_VARIANTS)
-    unknown = [v for v in variants if v not in known]
+    unknown = [v for v in variants or () if v not in known]
     if unknown:
         raise ValueError(f"variant {unknown[0]!r} is unknown: one of {', '.join(known)}")
-    layers = list(dict.fromkeys(layers or STUDY_LAYERS))
-    seeds = list(dict.fromkeys(seeds or STUDY_SEEDS))
-    if any(not isinstance(n, int) or n < 1 for n in layers):
-        raise ValueError(f"layers={layers} is invalid: integers >= 1")
-    jobs = [Job(profile, n, v, s) for n in layers for v in variants for s in seeds]
+    if any(not isinstance(n, int) or n < 1 for n in layers or ()):
+        raise ValueError(f"layers={list(layers)} is invalid: integers >= 1")
+    if planned:
+        jobs = [j for j in planned_jobs(profile) if (not layers or j.layers in layers)
+                and (not variants or j.variant in variants) and (not seeds or j.seed in seeds)]
+        if not jobs:
+            asked = ", ".join(f"{k}={list(v)}" for k, v in
+                              (("layers", layers), ("variants", variants), ("seeds", seeds)) if v)
+            raise ValueError(f"{asked} selects no run of the {profile} profile's planned grid")
+    else:
+        variants = list(dict.fromkeys(variants or STUDY_VARIANTS))  # a repeated name is one run, not two
+        layers = list(dict.fromkeys(layers or STUDY_LAYERS))
+        seeds = list(dict.fromkeys(seeds or STUDY_SEEDS))
+        jobs = [Job(profile, n, v, s) for n in layers for v in variants for s in seeds]
     for job in jobs if check else []:
         job.config(root)
     cut = parse_shard(shard)
@@ -303,9 +331,9 @@ class NotebookRuns:
 def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1,
              shard: str | None = None, data_dir: str | None = None, device: str | None = None,
              root: str | Path | None = None, progress: bool = True, threads: int | None = None,
-             executor=NotebookRuns) -> dict:
-    """Run every unfinished job of the grid; returns counts, the failures, and the runs
-    left to another grid that was running them (``held``).
+             executor=NotebookRuns, planned: bool = False) -> dict:
+    """Run every unfinished job of the grid (``plan``'s runs, ``planned`` as there); returns
+    counts, the failures, and the runs left to another grid that was running them (``held``).
 
     Each of the ``jobs`` runs at once gets ``threads`` torch threads (default: the cores
     divided by ``jobs``, so the runs never oversubscribe the machine). ``executor`` is
@@ -316,7 +344,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     if threads is not None and threads < 1:
         raise ValueError(f"threads={threads} is invalid: an integer >= 1")
     root = Path(root) if root else results_root()
-    todo_all = plan(profile, layers, variants, seeds, shard, root)
+    todo_all = plan(profile, layers, variants, seeds, shard, root, planned=planned)
     done = [j for j in todo_all if read_status(j.run_dir(root))["status"] in DONE]
     todo = [j for j in todo_all if j not in done]
     check_before_running(todo, root, data_dir, device, progress)
@@ -334,7 +362,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
     if todo:
         ledger = root / profile / "grid_sittings.csv"
         mark_lost(ledger)
-        sitting = Sitting(ledger, variants or STUDY_VARIANTS, jobs, threads)
+        sitting = Sitting(ledger, list(dict.fromkeys(j.variant for j in todo_all)), jobs, threads)
         sitting.update(0, len(done), 0, force=True)
     bar = tqdm(total=len(todo_all), initial=len(done), desc=f"grid {profile}", unit="run",
                disable=not progress)

@@ -2,12 +2,14 @@
 
 ``project_grid`` is printed by ``grid`` before it starts: per depth, the runs left, their
 epochs, and the measured seconds per epoch of runs with the same model settings (finished
-or partly trained runs of the profile, else the pilot runs under ``results/converged/pilot``),
-summed and divided by the runs trained at once. Epochs already trained by an unfinished run
-are not counted again.
+or partly trained runs of the profile, else the pilot runs under ``results/converged/pilot``).
+The wall time hands the runs, in the grid's order, each to the first of the ``parallel``
+workers to come free, as the grid does: three equal runs two at a time take two runs'
+time, not one and a half. Epochs already trained by an unfinished run are not counted again.
 """
 from __future__ import annotations
 
+import heapq
 import statistics
 from pathlib import Path
 
@@ -46,6 +48,7 @@ def project_grid(jobs, root: Path, parallel: int) -> dict:
     per_epoch = measured_epoch_seconds(folders)
     depths: dict[int, dict] = {}
     unknown = 0
+    workers = [0.0] * max(1, parallel)  # when each worker comes free, in hours
     for job in jobs:
         config = job.config(root)
         done = len(read_metrics(job.run_dir(root))) if (job.run_dir(root) / "metrics.csv").is_file() else 0
@@ -58,8 +61,9 @@ def project_grid(jobs, root: Path, parallel: int) -> dict:
             unknown += 1
         else:
             row["hours"] += left * row["epoch s"] / 3600
+            heapq.heappush(workers, heapq.heappop(workers) + left * row["epoch s"] / 3600)
     hours = sum(r["hours"] for r in depths.values())
-    return {"depths": depths, "hours": hours, "wall_hours": hours / max(1, parallel), "parallel": parallel,
+    return {"depths": depths, "hours": hours, "wall_hours": max(workers), "parallel": parallel,
             "runs_without_measurement": unknown}
 
 

@@ -304,7 +304,7 @@ def grid_progress(results: str | Path, profile: str = "converged", variants=GRID
 
     results = Path(results)
     rows = []
-    for job in plan(profile, variants=list(variants), root=results, check=False):
+    for job in plan(profile, variants=list(variants), root=results, check=False, planned=True):
         rows.append({"variant": job.variant, "layers": job.layers, "seed": job.seed,
                      "finished": read_status(job.run_dir(results))["status"] == "finished"})
     return pd.DataFrame(rows)
@@ -329,11 +329,12 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
     paired = interim_paired(results, profile)
     tables = [] if paired.empty else [
         ("Interim paired differences (minimum test PPL, variant − AdaBelief by seed, two-sided 95% t-interval) "
-         "at the depths where every planned seed of a variant has finished, until the report's statistics "
-         "cover the whole grid:", paired),
+         "over the seeds at which all five study variants of a depth have finished (at least three; the "
+         "planned grid adds seeds one at a time), until the report's statistics cover the whole grid:", paired),
         ("The seeds the measured paired spread asks for (`regime.seeds_from_spread`: the sd of the paired "
          "differences pooled over the variants in the table above, against a 95% interval of 1% of the "
-         "AdaBelief mean; the grid plans 5 seeds for the study variants):", seeds_from_spread(results, profile))]
+         "AdaBelief mean), and what the planned grid's seeds (`grid --planned`) give at that spread:",
+         seeds_from_spread(results, profile))]
     own = ", ".join(f"`{variant}` against `{baseline}`" for variant, baseline in ABLATION_PAIRS)
     tables.append(("Interim ablations, the same statistics at the depths where an ablation is complete: each "
                    f"against AdaBelief and against its own reference ({own}):", interim_ablations(results, profile)))
@@ -344,16 +345,29 @@ def grid_markdown(results: str | Path, profile: str = "converged") -> str:
 
 
 def _complete_runs(results: str | Path, profile: str, variants=STUDY_VARIANTS) -> pd.DataFrame:
-    """The runs of ``variants`` at each depth where all of a variant's planned seeds and the
-    baseline's have finished (a partial depth would pair a changing set of seeds)."""
+    """The finished runs of ``variants`` that pair into a fixed set at each depth.
+
+    A study variant counts at the seeds where all five study variants have finished (the
+    planned grid adds seeds one at a time, so this set grows by whole seeds and every variant
+    pairs over the same seeds). An ablation counts once all its planned seeds have finished,
+    at seeds where the study's five have too. A depth with fewer than the study's three
+    seeds so complete shows nothing, so no interval comes from a changing handful of runs."""
     from .report import collect_runs
 
-    progress = grid_progress(results, profile, variants=variants)
-    complete = progress.groupby(["layers", "variant"]).finished.all()
+    progress = grid_progress(results, profile, variants=GRID_VARIANTS)
+    keep: set[tuple[int, str, int]] = set()
+    for layers, depth in progress.groupby("layers"):
+        study = depth[depth.variant.isin(STUDY_VARIANTS)].groupby("seed").finished
+        seeds = {s for s, done in (study.all() & (study.count() == len(STUDY_VARIANTS))).items() if done}
+        if len(seeds) < 3:
+            continue
+        for variant, mine in depth[depth.variant.isin(variants)].groupby("variant"):
+            if variant in STUDY_VARIANTS:
+                keep |= {(layers, variant, s) for s in seeds}
+            elif mine.finished.all() and set(mine.seed) <= seeds:
+                keep |= {(layers, variant, s) for s in mine.seed}
     runs, _ = collect_runs(profile, results, variants=list(variants))
-    keep = [complete.get((n, v), False) and complete.get((n, "adabelief"), False)
-            for n, v in zip(runs.layers, runs.variant)]
-    return runs[keep]
+    return runs[[key in keep for key in zip(runs.layers, runs.variant, runs.seed)]]
 
 
 def interim_paired(results: str | Path, profile: str = "converged") -> pd.DataFrame:
@@ -374,15 +388,16 @@ def interim_ablations(results: str | Path, profile: str = "converged") -> pd.Dat
     return format_paired(paired[~paired["variant"].isin(STUDY_VARIANTS)]).drop(columns=["metric"])
 
 
-def seeds_from_spread(results: str | Path, profile: str = "converged", target: float = 0.01,
-                      planned: int = 5) -> pd.DataFrame:
-    """Per complete depth, the seed count the measured paired spread asks for: the sd of
-    (variant - AdaBelief) by seed, pooled over the complete variants (root mean of their
-    variances), the seeds whose 95% interval is at most ``target`` of the baseline mean,
-    and the half-width that ``planned`` seeds would give at that spread."""
+def seeds_from_spread(results: str | Path, profile: str = "converged", target: float = 0.01) -> pd.DataFrame:
+    """Per depth with complete seeds (``_complete_runs``), the seed count the measured paired
+    spread asks for: the sd of (variant - AdaBelief) by seed, pooled over the study's LM
+    variants (root mean of their variances), the seeds whose 95% interval is at most
+    ``target`` of the baseline mean, and the half-width the planned grid's seed count for
+    that depth would give at that spread."""
     from scipy import stats
 
     runs = _complete_runs(results, profile)
+    planned = grid_progress(results, profile, variants=("adabelief",)).groupby("layers").seed.nunique()
     rows = []
     for layers, depth in runs[runs.status == "finished"].groupby("layers"):
         base = depth[depth.variant == "adabelief"].set_index("seed")["min_test"]
@@ -392,11 +407,12 @@ def seeds_from_spread(results: str | Path, profile: str = "converged", target: f
             continue
         sd = math.sqrt(sum(variances) / len(variances))
         needed = seeds_needed(sd, base.mean(), target)
-        half = stats.t.ppf(0.975, planned - 1) * sd / math.sqrt(planned)
+        n = int(planned.get(layers, len(base)))
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
         rows.append({"layers": layers, "variants pooled": len(variances), "seeds each": len(base),
                      "AdaBelief mean": f"{base.mean():.2f}", "paired sd": f"{sd:.2f}",
                      f"seeds for a {target:.0%} interval": "more than 30" if needed is None else str(needed),
-                     f"half-width at {planned} seeds": f"{half:.2f} ({half / base.mean():.1%})"})
+                     "planned seeds": str(n), "half-width at planned seeds": f"{half:.2f} ({half / base.mean():.1%})"})
     return pd.DataFrame(rows)
 
 

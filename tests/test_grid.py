@@ -27,6 +27,27 @@ def test_default_plan_is_the_study_grid_and_shards_partition_it():
     assert sorted(sum(parts, []), key=jobs.index) == jobs and all(len(p) == 15 for p in parts)
 
 
+def test_the_planned_converged_grid_is_the_issues_runs_then_seeds_one_at_a_time():
+    from lmreport.grid import describe_plan, planned_jobs
+
+    jobs = planned_jobs("converged")
+    assert len(jobs) == len(set(jobs)) == 102
+    base = plan("converged", variants=["adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt", "lm-cbrt-czero",
+                                       "adabelief-whh-trained", "lm-cbrt-whh-trained"], check=False)
+    assert jobs[:72] == base  # the issue's grid first, in the order the grid always trained it
+    extra = [(j.layers, j.seed) for j in jobs[72:]]
+    assert extra == [(3, 1)] * 5 + [(3, 2)] * 5 + [(1, 1)] * 5 + [(3, 3)] * 5 + [(3, 4)] * 5 + [(3, 5)] * 5
+    assert {j.variant for j in jobs[72:]} == {"adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt"}
+    # flags select from the plan, keeping its order; a profile without a plan plans the study
+    assert plan("converged", layers=[3], seeds=[2], planned=True, check=False) == jobs[77:82]
+    assert [j.name for j in plan("converged", variants=["lm-cbrt-whh-trained"], layers=[3], planned=True,
+                                 check=False)] == [f"L3-lm-cbrt-whh-trained-s{s}" for s in (141, 6, 42)]
+    assert planned_jobs("cpu") == plan("cpu", check=False)
+    assert describe_plan("converged").startswith("102 runs: layers 1 2 3 x adabelief")
+    with pytest.raises(ValueError, match=r"seeds=\[7\] selects no run of the converged profile's planned grid"):
+        plan("converged", seeds=[7], planned=True)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(variants=["lm-x3"]), "variant 'lm-x3' is unknown"),
     (dict(shard="4/3"), "shard='4/3'"), (dict(shard="a/b"), "shard='a/b'"),

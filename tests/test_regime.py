@@ -174,10 +174,11 @@ def test_grid_progress_counts_finished_runs_per_variant_and_depth(tmp_path):
         "2026-12-03T16:00:00+0000,90.0,1,0,0,2,1,vm,x,interrupted\n"
         "2026-12-04T10:00:00+0000,30.0,0,1,0,2,1,vm,x,complete\n")
     progress = grid_progress(tmp_path)
-    assert len(progress) == len(GRID_VARIANTS) * 3 * 3 and progress.finished.sum() == 1
+    # the issue's 72 runs, then seeds for the study's five: one more at one layer, five at three
+    assert len(progress) == len(GRID_VARIANTS) * 3 * 3 + 5 * 1 + 5 * 5 and progress.finished.sum() == 1
     text = grid_markdown(tmp_path)
-    assert "| `lm-x` | 0/3 | 1/3 | 0/3 |" in text
-    assert "1 of 72 planned runs finished; 2 grid sitting(s) so far, 2.0 h of wall time in all" in text
+    assert "| `lm-x` | 0/4 | 1/3 | 0/8 |" in text and "| `lm-cbrt-czero` | 0/3 | 0/3 | 0/3 |" in text
+    assert "1 of 102 planned runs finished; 2 grid sitting(s) so far, 2.0 h of wall time in all" in text
     assert "Interim paired" not in text  # one seed of one variant: no depth is complete
 
 
@@ -197,7 +198,35 @@ def test_seeds_from_spread_pools_the_paired_variances_of_a_depth(monkeypatch):
         "layers": 2, "variants pooled": 2, "seeds each": 3, "AdaBelief mean": "101.00",
         "paired sd": "0.74",  # sqrt((1/12 + 1) / 2)
         "seeds for a 1% interval": "5",  # t(.975, 4) * 0.736 / sqrt(5) = 0.91 <= 1.01; at 4 seeds 1.17
-        "half-width at 5 seeds": "0.91 (0.9%)"}]
+        "planned seeds": "3",  # the converged grid's count at two layers
+        "half-width at planned seeds": "1.83 (1.8%)"}]  # t(.975, 2) * 0.736 / sqrt(3)
+
+
+def test_interim_statistics_pair_over_the_seeds_every_study_variant_has_finished(monkeypatch):
+    """A seed counts at a depth once all five study variants have finished it; an ablation
+    once all its own seeds have; a depth with fewer than three such seeds shows nothing."""
+    import pandas as pd
+
+    from lmreport import regime
+    from lmreport.grid import STUDY_VARIANTS
+
+    done = {(3, v, s) for v in STUDY_VARIANTS for s in (141, 6, 42, 1)}   # seed 1 complete
+    done |= {(3, "lm-x", 2), (3, "adabelief", 2)}                          # seed 2 begun
+    done |= {(3, "lm-cbrt-czero", s) for s in (141, 6, 42)}               # an ablation complete
+    done |= {(3, "adabelief-whh-trained", s) for s in (141, 6)}           # one not
+    done |= {(1, v, s) for v in STUDY_VARIANTS for s in (141, 6)}          # two seeds only
+    planned = regime.grid_progress("unused")
+    progress = planned.assign(finished=[k in done for k in zip(planned.layers, planned.variant, planned.seed)])
+    monkeypatch.setattr(regime, "grid_progress", lambda results, profile="converged", variants=None: progress)
+    runs = pd.DataFrame([{"layers": n, "variant": v, "seed": s, "status": "finished", "min_test": 1.0}
+                         for n, v, s in sorted(done)])
+    monkeypatch.setattr("lmreport.report.collect_runs", lambda profile, root, variants=None: (
+        runs[runs.variant.isin(variants)], None))
+    study = regime._complete_runs("unused", "converged")
+    assert set(study.layers) == {3} and len(study) == 5 * 4
+    assert set(study.seed) == {141, 6, 42, 1}
+    every = regime._complete_runs("unused", "converged", variants=regime.GRID_VARIANTS)
+    assert set(every.variant) == set(STUDY_VARIANTS) | {"lm-cbrt-czero"} and len(every) == 5 * 4 + 3
 
 
 def test_interim_ablations_pair_each_ablation_with_adabelief_and_its_own_reference(monkeypatch):

@@ -300,7 +300,9 @@ def _sharpness(args) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads {args.threads} is invalid: a positive number of threads")
         torch.set_num_threads(args.threads)
-    runs, _ = collect_runs(args.profile, args.results_dir, args.layers, args.variants, args.seeds)
+    # every finished run is measured, also one whose seed the report still holds back
+    runs, _ = collect_runs(args.profile, args.results_dir, args.layers, args.variants, args.seeds,
+                           whole_seeds=False)
     runs = runs[runs.status == "finished"].reset_index(drop=True)
     if runs.empty:
         raise ValueError(f"--profile {args.profile}: no finished runs to measure")

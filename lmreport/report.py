@@ -124,13 +124,41 @@ def summarize_metrics(metrics) -> dict:
             "hours": metrics["seconds"].sum() / 3600}
 
 
-def collect_runs(profile: str, root: str | Path | None = None, layers=None, variants=None, seeds=None):
+PARTIAL_SEED = "seed incomplete"   # the status hold_back_partial_seeds gives a run it leaves out
+
+
+def hold_back_partial_seeds(runs, seeds=None):
+    """Leave out the finished runs of a seed beyond the grid's own (``seeds``, default 141, 6,
+    42) until every study variant of their depth has finished that seed: their status becomes
+    ``PARTIAL_SEED``, so tables, figures and paired statistics (which read finished runs only)
+    skip them and the report lists them with the runs not finished.
+
+    A grid that adds seeds one at a time (``grid --planned``) is committed between sittings;
+    without this, a seed finished for AdaBelief but not yet for the variants would move
+    AdaBelief's mean in Tables 4.1-4.3 over a different set of seeds than theirs."""
+    from .grid import STUDY_SEEDS, STUDY_VARIANTS
+
+    base = set(seeds or STUDY_SEEDS)
+    finished = set(zip(runs.layers, runs.variant, runs.seed, runs.status == "finished")) if len(runs) else set()
+    whole = {(n, s) for n, _, s, _ in finished
+             if s in base or all((n, v, s, True) in finished for v in STUDY_VARIANTS)}
+    partial = [(n, s) not in whole and status == "finished"
+               for n, s, status in zip(runs.layers, runs.seed, runs.status)]
+    runs = runs.copy()
+    runs.loc[partial, "status"] = PARTIAL_SEED
+    return runs
+
+
+def collect_runs(profile: str, root: str | Path | None = None, layers=None, variants=None, seeds=None,
+                 whole_seeds: bool = True):
     """Every run of a profile: the expected grid plus whatever else is on disk, of the
     depths and seeds asked for (other variants on disk are always added: ablations and
-    custom runs).
+    custom runs). With ``whole_seeds``, ``hold_back_partial_seeds`` leaves out the finished
+    runs of an extra seed that not every study variant of their depth has finished.
 
     Returns ``(runs, epochs)``: one row per run (status, summary numbers; missing and
-    unfinished runs included, with their status) and one row per finished epoch.
+    unfinished runs included, with their status) and one row per trained epoch (none of the
+    runs held back).
     """
     import pandas as pd
 
@@ -164,6 +192,12 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
     runs = pd.DataFrame(rows)
     runs["label"] = runs["variant"].map(variant_label)
     epochs = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame()
+    if whole_seeds:
+        runs = hold_back_partial_seeds(runs, seeds)
+        if len(epochs):
+            kept = set(zip(runs.layers, runs.variant, runs.seed, runs.status != PARTIAL_SEED))
+            epochs = epochs[[(n, v, s, True) in kept for n, v, s in zip(epochs.layers, epochs.variant, epochs.seed)]]
+            epochs = epochs.reset_index(drop=True)
     return runs, epochs
 
 

@@ -200,7 +200,14 @@ def plan(profile: str, layers=None, variants=None, seeds=None, shard: str | None
     if any(not isinstance(n, int) or n < 1 for n in layers or ()):
         raise ValueError(f"layers={list(layers)} is invalid: integers >= 1")
     if planned:
-        jobs = [j for j in planned_jobs(profile) if (not layers or j.layers in layers)
+        every = planned_jobs(profile)
+        for name, asked in (("layers", layers), ("variant", variants), ("seed", seeds)):
+            have = {getattr(j, name) for j in every}
+            missing = [x for x in asked or () if x not in have]
+            if missing:
+                raise ValueError(f"{name}={missing[0]!r} is not in the {profile} profile's planned grid: "
+                                 f"one of {', '.join(map(str, dict.fromkeys(getattr(j, name) for j in every)))}")
+        jobs = [j for j in every if (not layers or j.layers in layers)
                 and (not variants or j.variant in variants) and (not seeds or j.seed in seeds)]
         if not jobs:
             asked = ", ".join(f"{k}={list(v)}" for k, v in

@@ -302,9 +302,13 @@ def grid_progress(results: str | Path, profile: str = "converged", variants=GRID
     from .grid import plan
     from .train import read_status
 
+    from .config import PROFILES
+
     results = Path(results)
     rows = []
-    for job in plan(profile, variants=list(variants), root=results, check=False, planned=True):
+    # a profile without a plan of its own: the variants asked for at the study's seeds
+    planned = bool(PROFILES[profile].grid_plan)
+    for job in plan(profile, variants=list(variants), root=results, check=False, planned=planned):
         rows.append({"variant": job.variant, "layers": job.layers, "seed": job.seed,
                      "finished": read_status(job.run_dir(results))["status"] == "finished"})
     return pd.DataFrame(rows)

@@ -127,25 +127,36 @@ def summarize_metrics(metrics) -> dict:
 PARTIAL_SEED = "seed incomplete"   # the status hold_back_partial_seeds gives a run it leaves out
 
 
-def hold_back_partial_seeds(runs, seeds=None):
-    """Leave out the finished runs of a seed beyond the grid's own (``seeds``, default 141, 6,
-    42) until every study variant of their depth has finished that seed: their status becomes
-    ``PARTIAL_SEED``, so tables, figures and paired statistics (which read finished runs only)
-    skip them and the report lists them with the runs not finished.
+def partial_seeds(runs) -> set[tuple[int, int]]:
+    """The (layers, seed) pairs to leave out: a seed beyond the grid's own (141, 6, 42) at a
+    depth where some study variant has runs, but not every such variant has settled that
+    seed (finished, or diverged, which the grid never reruns)."""
+    from .grid import STUDY_SEEDS, STUDY_VARIANTS
+    from .train import DONE
+
+    if runs.empty:
+        return set()
+    study = runs[runs.variant.isin(STUDY_VARIANTS)]
+    variants_at = study.groupby("layers").variant.unique().to_dict()
+    settled = set(zip(study.layers, study.variant, study.seed, study.status.isin(DONE)))
+    return {(n, s) for n, s in set(zip(runs.layers, runs.seed))
+            if s not in STUDY_SEEDS and n in variants_at
+            and not all((n, v, s, True) in settled for v in variants_at[n])}
+
+
+def hold_back_partial_seeds(runs):
+    """Leave out the finished runs of ``partial_seeds``: their status becomes
+    ``PARTIAL_SEED``, so tables, figures and paired statistics (which read finished runs
+    only) skip them and the report lists them with the runs not finished.
 
     A grid that adds seeds one at a time (``grid --planned``) is committed between sittings;
     without this, a seed finished for AdaBelief but not yet for the variants would move
     AdaBelief's mean in Tables 4.1-4.3 over a different set of seeds than theirs."""
-    from .grid import STUDY_SEEDS, STUDY_VARIANTS
-
-    base = set(seeds or STUDY_SEEDS)
-    finished = set(zip(runs.layers, runs.variant, runs.seed, runs.status == "finished")) if len(runs) else set()
-    whole = {(n, s) for n, _, s, _ in finished
-             if s in base or all((n, v, s, True) in finished for v in STUDY_VARIANTS)}
-    partial = [(n, s) not in whole and status == "finished"
-               for n, s, status in zip(runs.layers, runs.seed, runs.status)]
     runs = runs.copy()
-    runs.loc[partial, "status"] = PARTIAL_SEED
+    held = partial_seeds(runs)
+    if held:
+        runs.loc[[(n, s) in held and status == "finished"
+                  for n, s, status in zip(runs.layers, runs.seed, runs.status)], "status"] = PARTIAL_SEED
     return runs
 
 
@@ -153,8 +164,9 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
                  whole_seeds: bool = True):
     """Every run of a profile: the expected grid plus whatever else is on disk, of the
     depths and seeds asked for (other variants on disk are always added: ablations and
-    custom runs). With ``whole_seeds``, ``hold_back_partial_seeds`` leaves out the finished
-    runs of an extra seed that not every study variant of their depth has finished.
+    custom runs). With ``whole_seeds``, the runs of an extra seed that not every study
+    variant of their depth has finished are held back (``hold_back_partial_seeds``) and
+    their epochs left out.
 
     Returns ``(runs, epochs)``: one row per run (status, summary numbers; missing and
     unfinished runs included, with their status) and one row per trained epoch (none of the
@@ -193,11 +205,10 @@ def collect_runs(profile: str, root: str | Path | None = None, layers=None, vari
     runs["label"] = runs["variant"].map(variant_label)
     epochs = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame()
     if whole_seeds:
-        runs = hold_back_partial_seeds(runs, seeds)
-        if len(epochs):
-            kept = set(zip(runs.layers, runs.variant, runs.seed, runs.status != PARTIAL_SEED))
-            epochs = epochs[[(n, v, s, True) in kept for n, v, s in zip(epochs.layers, epochs.variant, epochs.seed)]]
-            epochs = epochs.reset_index(drop=True)
+        held = partial_seeds(runs)
+        runs = hold_back_partial_seeds(runs)
+        if len(epochs) and held:  # every run's epochs at a held-back seed, finished or not
+            epochs = epochs[[(n, s) not in held for n, s in zip(epochs.layers, epochs.seed)]].reset_index(drop=True)
     return runs, epochs
 
 

@@ -44,8 +44,44 @@ def test_the_planned_converged_grid_is_the_issues_runs_then_seeds_one_at_a_time(
                                  check=False)] == [f"L3-lm-cbrt-whh-trained-s{s}" for s in (141, 6, 42)]
     assert planned_jobs("cpu") == plan("cpu", check=False)
     assert describe_plan("converged").startswith("102 runs: layers 1 2 3 x adabelief")
-    with pytest.raises(ValueError, match=r"seeds=\[7\] selects no run of the converged profile's planned grid"):
+    with pytest.raises(ValueError, match="seed=7 is not in the converged profile's planned grid: one of "
+                                         "141, 6, 42, 1, 2, 3, 4, 5"):
         plan("converged", seeds=[7], planned=True)
+    with pytest.raises(ValueError, match="variant='adabelief-wdx2' is not in the converged profile's planned"):
+        plan("converged", variants=["lm-x", "adabelief-wdx2"], planned=True)  # one name matching is not enough
+    with pytest.raises(ValueError, match=r"layers=\[2\], seeds=\[1\] selects no run"):
+        plan("converged", layers=[2], seeds=[1], planned=True)
+
+
+def test_every_planned_grid_names_known_variants_and_depths():
+    from lmreport.config import PROFILES
+    from lmreport.grid import DERIVED_VARIANTS
+
+    for name, profile in PROFILES.items():
+        for layers, variants, seeds in profile.grid_plan:
+            assert set(variants) <= set(VARIANTS) | set(DERIVED_VARIANTS), name
+            assert all(n >= 1 for n in layers) and all(isinstance(s, int) for s in seeds), name
+
+
+def test_grid_planned_flag_reaches_the_grid(monkeypatch, capsys):
+    import lmreport.grid
+    from lmreport.cli import main
+
+    seen = {}
+
+    def fake_run_grid(profile, layers, variants, seeds, **kwargs):
+        seen.update(kwargs, todo=[j.name for j in plan(profile, layers, variants, seeds, check=False,
+                                                       planned=kwargs["planned"])])
+        return {"profile": profile, "total": 0, "skipped": 0, "ran": 0, "seconds": 0.0, "jobs": 1,
+                "threads_per_job": 1, "failed": [], "held": []}
+
+    monkeypatch.setattr(lmreport.grid, "run_grid", fake_run_grid)
+    monkeypatch.setattr("signal.signal", lambda signum, handler: None)
+    assert main(["grid", "--profile", "converged", "--planned", "--layers", "3", "--seeds", "5"]) == 0
+    assert seen["planned"] is True and seen["todo"] == [f"L3-{v}-s5" for v in
+                                                       ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")]
+    assert main(["grid", "--profile", "converged", "--layers", "3", "--seeds", "5"]) == 0
+    assert seen["planned"] is False
 
 
 @pytest.mark.parametrize("kwargs,match", [

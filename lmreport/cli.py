@@ -303,7 +303,10 @@ def _sharpness(args) -> int:
     # every finished run is measured, also one whose seed the report still holds back
     runs, _ = collect_runs(args.profile, args.results_dir, args.layers, args.variants, args.seeds,
                            whole_seeds=False)
-    runs = runs[runs.status == "finished"].reset_index(drop=True)
+    # --variants names the grid variants to measure: collect_runs adds every other named variant
+    # on disk, left out here; runs of no named variant (custom:<folder>) stay
+    unasked = ~runs.variant.isin(args.variants) & ~runs.variant.str.startswith("custom:") if args.variants else False
+    runs = runs[(runs.status == "finished") & ~unasked].reset_index(drop=True)
     if runs.empty:
         raise ValueError(f"--profile {args.profile}: no finished runs to measure")
     config = SharpnessConfig()

@@ -73,3 +73,23 @@ def test_sharpness_cli_replays_only_the_runs_that_need_it(tmp_path, tiny_corpus,
     assert "1 run(s) measured, 1 of them already stored; 0 skipped" in out
     assert main(argv) == 0  # the second time there is nothing to replay
     assert "0 finished run(s) to replay" in capsys.readouterr().out
+
+
+def test_sharpness_cli_variants_leave_out_the_other_grid_variants(tmp_path, tiny_corpus, capsys):
+    """collect_runs adds every variant on disk; --variants lm-cbrt must not replay another grid variant."""
+    from lmreport.cli import main
+
+    run_dir = _finished_run_without_weights(tmp_path, tiny_corpus, name="tiny-adabelief")
+    for path in run_dir.glob("*.pt"):
+        path.unlink()
+    other = tmp_path / "smoke" / "runs" / "L1-adabelief-whh-trained-s141"  # a grid variant's folder, finished, no weights
+    other.mkdir(parents=True)
+    for name in ("config.json", "metrics.csv", "status.json"):
+        (other / name).write_bytes((run_dir / name).read_bytes())
+    from lmreport.grid import Job
+    Job("smoke", 1, "adabelief-whh-trained", 141).config(tmp_path).to_json(other / "config.json")
+    argv = ["sharpness", "--profile", "smoke", "--layers", "1", "--seeds", "141", "--results-dir", str(tmp_path),
+            "--data-dir", str(tiny_corpus), "--no-progress", "--replay"]
+    assert main([*argv, "--variants", "lm-cbrt"]) == 0
+    out = capsys.readouterr().out  # the custom run is no grid variant and stays; the other was not asked for
+    assert "1 finished run(s) to replay before measuring" in out and "whh-trained" not in out

@@ -143,6 +143,14 @@ class Job:
         return params
 
 
+def settled(run_dir: Path) -> bool:
+    """Nothing left to do for the run: finished (and measured, where its profile measures
+    sharpness and the weights are still here to measure) or diverged."""
+    from .sharpness import unmeasured
+
+    return read_status(run_dir)["status"] in DONE and not unmeasured(run_dir)
+
+
 def results_root() -> Path:
     return project_dir() / "results"
 
@@ -352,7 +360,7 @@ def run_grid(profile: str, layers=None, variants=None, seeds=None, jobs: int = 1
         raise ValueError(f"threads={threads} is invalid: an integer >= 1")
     root = Path(root) if root else results_root()
     todo_all = plan(profile, layers, variants, seeds, shard, root, planned=planned)
-    done = [j for j in todo_all if read_status(j.run_dir(root))["status"] in DONE]
+    done = [j for j in todo_all if settled(j.run_dir(root))]
     todo = [j for j in todo_all if j not in done]
     check_before_running(todo, root, data_dir, device, progress)
     if todo:

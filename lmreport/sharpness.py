@@ -353,6 +353,22 @@ def measure_after_training(run_dir, wanted: bool | None = None) -> dict | None:
     return measure_run(run_dir)
 
 
+def unmeasured(run_dir) -> bool:
+    """A finished run that its profile measures, whose weights are still on disk but whose
+    measurement is not: its process was stopped between the last epoch and the measurement
+    (a grid stopped at that moment). Running notebook 03 on it again trains nothing and
+    measures it; once the weights are gone only ``replay`` can."""
+    from .config import PROFILES, RunConfig
+    from .train import read_status
+
+    run_dir = Path(run_dir)
+    if read_status(run_dir)["status"] != "finished" or not (run_dir / "best_test.pt").is_file():
+        return False
+    if not PROFILES[RunConfig.from_json(run_dir / "config.json").profile].measure_sharpness:
+        return False
+    return not (run_dir / "sharpness.json").is_file()
+
+
 def cached_result(run_dir, checkpoint: str, config: SharpnessConfig) -> dict | None:
     """The run's stored measurement if it was taken on ``checkpoint`` with ``config``."""
     cache = Path(run_dir) / "sharpness.json"

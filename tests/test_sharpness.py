@@ -164,3 +164,32 @@ def test_a_run_is_measured_at_its_end_only_when_asked_and_finished(tmp_path, tin
     (run / "best_test.pt").unlink()                       # weights gone: left alone, no error
     (run / "sharpness.json").unlink()
     assert measure_after_training(run, wanted=True) is None and not (run / "sharpness.json").exists()
+
+
+def test_a_finished_run_stopped_before_its_measurement_is_not_settled(tmp_path):
+    """A grid stopped between a run's last epoch and its sharpness leaves it finished but
+    unmeasured; while its weights are here the next grid sitting runs it again to measure it."""
+    import json as _json
+
+    from lmreport.config import make_config
+    from lmreport.grid import settled
+    from lmreport.sharpness import unmeasured
+
+    def folder(profile, status="finished", weights=True, measured=False):
+        run = tmp_path / f"{profile}-{status}-{weights}-{measured}"
+        run.mkdir()
+        make_config(profile, layers=1).to_json(run / "config.json")
+        (run / "status.json").write_text(_json.dumps({"status": status}))
+        if weights:
+            (run / "best_test.pt").write_bytes(b"")
+        if measured:
+            (run / "sharpness.json").write_text("{}")
+        return run
+
+    stopped = folder("converged")
+    assert unmeasured(stopped) and not settled(stopped)
+    assert settled(folder("converged", measured=True))
+    assert settled(folder("converged", weights=False))      # only a replay can measure it now
+    assert settled(folder("smoke"))                          # its profile measures nothing
+    assert not unmeasured(folder("converged", status="interrupted"))
+    assert settled(folder("converged", status="diverged"))

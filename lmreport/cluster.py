@@ -391,9 +391,9 @@ def run_cluster_grid(profile: str, executor: str, layers=None, variants=None, se
                      shard: str | None = None, data_dir: str | None = None, device: str | None = None,
                      root: str | Path | None = None, threads: int | None = None, wait: bool = False,
                      progress: bool = True, planned: bool = False) -> dict:
-    """Submit the grid's unfinished runs (``grid.plan``'s, ``planned`` as there) (``slurm``: one array; ``local``: submitit's local
-    executor, ``jobs`` at a time, waiting for them) and return what was submitted and the
-    state of every run."""
+    """Submit the unfinished runs of ``grid.plan`` (``planned`` as there): ``slurm``, one
+    array; ``local``, submitit's local executor, ``jobs`` at a time, waiting for them. Returns
+    what was submitted and the state of every run."""
     options = options or ClusterOptions()
     root = Path(root) if root else results_root()
     asked = plan(profile, layers, variants, seeds, shard, root, planned=planned)

@@ -291,7 +291,10 @@ class Profile:
     grid_plan: tuple = ()
 
 
-_STUDY_FIVE = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
+# The study's grid (SPEC §5): five variants (grid.VARIANTS names them) x three depths x three seeds
+STUDY_VARIANTS = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
+STUDY_LAYERS = (1, 2, 3)
+STUDY_SEEDS = (141, 6, 42)
 # Issue #17's grid. First the study's five variants and three ablations at the study's seeds
 # (72 runs). Then more seeds for the study's five where the paired spread measured on those
 # seeds asks for them (regime.seeds_from_spread on 2026-12-05: a 95% interval of at most 1%
@@ -299,13 +302,13 @@ _STUDY_FIVE = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
 # at a time, so that every finished block adds a full set of pairs; three layers first, where
 # the answer is least resolved (30 runs, 102 in all).
 _CONVERGED_PLAN = (
-    ((1, 2, 3), _STUDY_FIVE + ("lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained"), (141, 6, 42)),
-    ((3,), _STUDY_FIVE, (1,)),
-    ((3,), _STUDY_FIVE, (2,)),
-    ((1,), _STUDY_FIVE, (1,)),
-    ((3,), _STUDY_FIVE, (3,)),
-    ((3,), _STUDY_FIVE, (4,)),
-    ((3,), _STUDY_FIVE, (5,)),
+    (STUDY_LAYERS, STUDY_VARIANTS + ("lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained"), STUDY_SEEDS),
+    ((3,), STUDY_VARIANTS, (1,)),
+    ((3,), STUDY_VARIANTS, (2,)),
+    ((1,), STUDY_VARIANTS, (1,)),
+    ((3,), STUDY_VARIANTS, (3,)),
+    ((3,), STUDY_VARIANTS, (4,)),
+    ((3,), STUDY_VARIANTS, (5,)),
 )
 
 PROFILES: dict[str, Profile] = {

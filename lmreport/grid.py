@@ -32,7 +32,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .children import die_with_parent, log_tail
-from .config import PROFILES, make_config
+from .config import PROFILES, STUDY_LAYERS, STUDY_SEEDS, STUDY_VARIANTS, make_config
 from .data import project_dir
 from .files import make_folder
 from .sittings import Sitting, mark_lost
@@ -62,7 +62,6 @@ VARIANTS: dict[str, dict] = {
     "adam-lm-cbrt": dict(optimizer="adam-lm", f="cbrt"),
     "sgd": dict(optimizer="sgd"),
 }
-STUDY_VARIANTS = ("adabelief", "lm-x2", "lm-x", "lm-sqrt", "lm-cbrt")
 
 
 def _decay_times_x2_factor(profile: str, layers: int, seed: int, root: Path) -> dict:
@@ -105,8 +104,6 @@ def variant_overrides(variant: str, profile: str, layers: int, seed: int, root: 
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r} is unknown: one of {', '.join(list(VARIANTS) + list(DERIVED_VARIANTS))}")
     return dict(VARIANTS[variant])
-STUDY_LAYERS = (1, 2, 3)
-STUDY_SEEDS = (141, 6, 42)
 GRID_RUNS_PER_DEPTH = len(STUDY_VARIANTS) * len(STUDY_SEEDS)        # 15
 NOTEBOOK = "03_train_lstm.ipynb"
 
@@ -172,20 +169,22 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def plan_blocks(profile: str) -> tuple:
+    """``Profile.grid_plan``, or the study's 45 runs as one block where it plans nothing."""
+    return PROFILES[profile].grid_plan or ((STUDY_LAYERS, STUDY_VARIANTS, STUDY_SEEDS),)
+
+
 def planned_jobs(profile: str) -> list[Job]:
-    """The profile's whole grid (``Profile.grid_plan``) in its training order, each run once;
-    the study's 45 runs where the profile plans nothing else."""
-    blocks = PROFILES[profile].grid_plan or ((STUDY_LAYERS, STUDY_VARIANTS, STUDY_SEEDS),)
-    jobs = [Job(profile, n, v, s) for layers, variants, seeds in blocks
+    """The profile's whole grid (``plan_blocks``) in its training order, each run once."""
+    jobs = [Job(profile, n, v, s) for layers, variants, seeds in plan_blocks(profile)
             for n in layers for v in variants for s in seeds]
     return list(dict.fromkeys(jobs))
 
 
 def describe_plan(profile: str) -> str:
     """One line naming the planned grid's run count and its blocks, as ``profiles`` prints it."""
-    blocks = PROFILES[profile].grid_plan or ((STUDY_LAYERS, STUDY_VARIANTS, STUDY_SEEDS),)
     parts = [f"layers {' '.join(map(str, n))} x {' '.join(v)} x seed{'s' * (len(s) > 1)} {' '.join(map(str, s))}"
-             for n, v, s in blocks]
+             for n, v, s in plan_blocks(profile)]
     return f"{len(planned_jobs(profile))} runs: " + "; then ".join(parts)
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from .config import PROFILES
 from .grid import STUDY_VARIANTS
 from .report import ABLATION_PAIRS
 
@@ -292,8 +293,8 @@ def seeds_needed(sd: float, baseline: float, target: float = 0.01, most: int = 3
     return None
 
 
-# The converged grid: the study's five variants and the three ablations the issue names
-GRID_VARIANTS = STUDY_VARIANTS + ("lm-cbrt-czero", "adabelief-whh-trained", "lm-cbrt-whh-trained")
+# The converged grid: the study's five variants and the three ablations the issue names (its plan's first block)
+GRID_VARIANTS = PROFILES["converged"].grid_plan[0][1]
 GRID_START, GRID_END = "<!-- converged-grid:begin -->", "<!-- converged-grid:end -->"
 
 
@@ -301,8 +302,6 @@ def grid_progress(results: str | Path, profile: str = "converged", variants=GRID
     """Per variant and depth: the planned seeds and how many of their runs finished."""
     from .grid import plan
     from .train import read_status
-
-    from .config import PROFILES
 
     results = Path(results)
     rows = []
